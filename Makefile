@@ -1,0 +1,43 @@
+# coolchic: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch for this environment (a bare `torch` can pull a multi-GB CUDA
+# build). Users with a GPU can run: make install TORCH_SPEC="torch==2.13.0" with their index.
+TORCH_SPEC ?= torch==2.13.0
+PRESET ?= quick
+JOBS ?= 1
+BACKEND ?= local
+KODAK_DIR ?= $(if $(wildcard ../shared/data/kodak),../shared/data/kodak,)
+LMBDA ?= 0.001
+
+.PHONY: help install test lint demo bench reproduce-paper tools clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv with coolchic, the CPU build of torch and the dev tools
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check coolchic tests benchmarks
+
+test: install lint  ## lint, then the whole test suite (a few minutes on 2 cores)
+	$(VENV)/bin/pytest -q
+
+demo: install  ## encode then decode the sample crop (about a minute on 2 cores)
+	$(VENV)/bin/coolchic encode samples/kodim23_crop256.png --lmbda $(LMBDA) --preset quick -o /tmp/coolchic-demo.bin
+	$(VENV)/bin/coolchic decode /tmp/coolchic-demo.bin -o /tmp/coolchic-demo.png
+	$(VENV)/bin/coolchic info /tmp/coolchic-demo.bin
+
+bench: install  ## speed benchmark (writes results/speed.tsv)
+	$(PY) benchmarks/speed.py
+
+clean:  ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist

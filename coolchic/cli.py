@@ -1,0 +1,148 @@
+"""The `coolchic` command line: each command parses, makes one library call, and prints a
+rich summary. Bad input gives one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="coolchic",
+    help="Overfitted neural image compression (COOL-CHIC) with a bit-exact integer decoder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def clean_errors(fn: Callable) -> Callable:
+    """Turn the library's input errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as exc:  # BitstreamError, ImageError, EntropyError too
+            fail(str(exc) or exc.__class__.__name__)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _check_output(path: Path) -> None:
+    if not path.parent.exists():
+        fail(f"output directory does not exist: {path.parent}")
+    if path.is_dir():
+        fail(f"output path is a directory: {path}")
+
+
+@app.command()
+@clean_errors
+def encode(
+    image: Annotated[Path, typer.Argument(help="Image to encode (PNG, PPM, TIFF, JPEG, ...).")],
+    lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight: larger = smaller file.")] = 1e-3,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bitstream path [IMAGE.bin].")] = None,
+    preset: Annotated[str, typer.Option(help="Training recipe: quick, fast, medium, slow.")] = "fast",
+    iterations: Annotated[int | None, typer.Option(help="Override the preset's iterations.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    arch: Annotated[str, typer.Option(help="Decoder configuration: default, lite.")] = "default",
+) -> None:
+    """Encode IMAGE into a coolchic bitstream."""
+    from coolchic.encode import encode as encode_image
+    from coolchic.io import atomic_write_bytes
+
+    output = output or image.with_suffix(".bin")
+    _check_output(output)
+    if not image.is_file():
+        fail(f"no such image file: {image}")
+    if iterations is not None and iterations < 1:
+        fail("--iterations must be >= 1")
+    with Progress(
+        TextColumn("[bold]encoding[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("train", total=None, stats="")
+
+        def on_progress(p) -> None:
+            if p.iteration == 1 or p.iteration % 10 == 0 or p.iteration == p.total:
+                bar.update(task, total=p.total, completed=p.iteration,
+                           stats=f"loss {p.loss:.3g}  {p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
+
+        result = encode_image(image, lmbda=lmbda, preset=preset, iterations=iterations,
+                              device=device, seed=seed, arch=arch, callback=on_progress)
+    atomic_write_bytes(output, result.data)
+    r = result.report
+    console.print(
+        f"[bold green]{output}[/]: {r.n_bytes} bytes, [bold]{r.bpp:.4f} bpp[/], "
+        f"PSNR [bold]{r.psnr_db:.2f} dB[/] (decoded), {r.width}x{r.height}x{r.channels} "
+        f"{r.bit_depth}-bit, {r.mac_per_pixel:.0f} MAC/pixel, encoded in {r.encode_seconds:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+@clean_errors
+def decode(
+    bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream to decode.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Image path [BITSTREAM.png].")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (bit-identical output).")] = "cpu",
+) -> None:
+    """Decode BITSTREAM to an image."""
+    from coolchic.decode import decode as decode_bitstream
+    from coolchic.io import write_image
+
+    output = output or bitstream.with_suffix(".png")
+    _check_output(output)
+    start = time.perf_counter()
+    image = decode_bitstream(bitstream, device=device)
+    seconds = time.perf_counter() - start
+    write_image(output, image, 8 if image.dtype.itemsize == 1 else 16)
+    console.print(f"[bold green]{output}[/]: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
+                  f"decoded in {seconds:.3f} s", highlight=False)
+
+
+@app.command()
+@clean_errors
+def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")]) -> None:
+    """Show a bitstream's header, section sizes and decoder complexity."""
+    from coolchic.decode import describe
+
+    d = describe(bitstream)
+    h, c = d.header, d.config
+    table = Table(title=str(bitstream), show_header=False)
+    table.add_row("size", f"{h.width} x {h.height}, {h.channels} channel(s), {h.bit_depth}-bit")
+    table.add_row("bytes", f"{d.total_bytes} ({d.bpp:.4f} bpp)")
+    for name, n in d.section_bytes.items():
+        table.add_row(f"  section {name}", f"{n} bytes")
+    table.add_row("latent grids", str(c.latents.n_grids))
+    table.add_row("ARM", f"context {c.arm.context}, hidden {list(c.arm.hidden)}")
+    table.add_row("synthesis", f"hidden {list(c.synthesis.hidden)}, "
+                  f"{c.synthesis.residual_convs} residual 3x3 conv(s)")
+    m = d.macs
+    table.add_row("decoder MAC/pixel", f"{m.total:.1f} (ARM {m.arm:.1f}, "
+                  f"upsampling {m.upsampling:.1f}, synthesis {m.synthesis:.1f})")
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    sys.exit(app())

@@ -1,0 +1,100 @@
+"""Decoder configuration: frozen dataclasses and the registry of named architectures.
+
+The configuration is everything the decoder needs to rebuild the network shapes; it is
+written into the bitstream's CONFIG section (see ``bitstream_spec.md``). Derived shapes are
+pure functions of the configuration and the image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Causal neighbours of a latent in its own grid, as (row offset, column offset), nearest
+# first. An ARM with context N uses the first N. Every offset is strictly before (0, 0) in
+# raster order, so decoding in raster (or wavefront) order always has them available.
+CONTEXT_OFFSETS: tuple[tuple[int, int], ...] = (
+    (0, -1), (-1, 0), (-1, -1), (-1, 1),
+    (0, -2), (-2, 0), (-1, -2), (-1, 2),
+    (-2, -1), (-2, 1), (-2, -2), (-2, 2),
+)
+MAX_CONTEXT = len(CONTEXT_OFFSETS)
+CONTEXT_ROWS = 2  # rows above the current one that a context can reach
+CONTEXT_COLS = 2  # columns left/right that a context can reach
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    n_grids: int = 7  # grids at 1, 1/2, ..., 1/2^(n_grids-1) of the image resolution
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    context: int = 12  # number of causal neighbours fed to the ARM (first N of CONTEXT_OFFSETS)
+    hidden: tuple[int, ...] = (12, 12)  # widths of the hidden layers (ReLU)
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    hidden: tuple[int, ...] = (14,)  # widths of the per-pixel (1x1) hidden layers (ReLU)
+    residual_convs: int = 1  # 3x3 residual convolutions (C -> C) applied after the MLP
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    latents: LatentConfig = field(default_factory=LatentConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.latents.n_grids <= 12:
+            raise ValueError(f"n_grids must be in 1..12, got {self.latents.n_grids}")
+        if not 1 <= self.arm.context <= MAX_CONTEXT:
+            raise ValueError(f"ARM context must be in 1..{MAX_CONTEXT}, got {self.arm.context}")
+        for width in (*self.arm.hidden, *self.synthesis.hidden):
+            if not 1 <= width <= 64:
+                raise ValueError(f"layer widths must be in 1..64, got {width}")
+        if len(self.arm.hidden) > 4 or len(self.synthesis.hidden) > 4:
+            raise ValueError("at most 4 hidden layers in the ARM and in the synthesis")
+        if not 0 <= self.synthesis.residual_convs <= 4:
+            raise ValueError("residual_convs must be in 0..4")
+
+
+# Named decoder configurations. The MAC/pixel of each is computed by coolchic.complexity
+# and checked in tests; `default` must stay under 700 MAC/pixel.
+ARCHS: dict[str, DecoderConfig] = {
+    "default": DecoderConfig(),
+    "lite": DecoderConfig(
+        arm=ArmConfig(context=8, hidden=(8,)),
+        synthesis=SynthesisConfig(hidden=(12,), residual_convs=1),
+    ),
+}
+DEFAULT_ARCH = "default"
+
+
+def get_arch(name: str) -> DecoderConfig:
+    """Return the named decoder configuration, or raise ValueError listing the names."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown arch {name!r}; choose one of: {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+def grid_shapes(height: int, width: int, n_grids: int) -> list[tuple[int, int]]:
+    """Shapes (rows, cols) of the latent grids, finest first: ceil(H / 2^k) x ceil(W / 2^k)."""
+    return [(-(-height // (1 << k)), -(-width // (1 << k))) for k in range(n_grids)]
+
+
+def context_offsets(context: int) -> tuple[tuple[int, int], ...]:
+    """The (dr, dc) offsets of an ARM with `context` neighbours."""
+    return CONTEXT_OFFSETS[:context]
+
+
+def wavefront_slope(context: int) -> int:
+    """Smallest integer a such that t = a*row + col orders every context before its latent.
+
+    A neighbour (dr, dc) with dr < 0 comes first iff a*dr + dc < 0, i.e. a > dc / -dr.
+    """
+    slope = 1
+    for dr, dc in context_offsets(context):
+        if dr < 0:
+            slope = max(slope, dc // (-dr) + 1)
+    return slope

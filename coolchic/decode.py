@@ -1,0 +1,103 @@
+"""Bitstream -> image. Imports no training code and no optimizer (tested): the decoder is
+the header parser, the entropy decoder, the integer ARM and the fixed-point synthesis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coolchic.bitstream import BitstreamError, CodecId, Header, SectionId, read_bitstream
+from coolchic.complexity import MacCount, mac_per_pixel
+from coolchic.config import DecoderConfig, grid_shapes
+from coolchic.entropy.coder import EntropyError
+from coolchic.entropy.fixedpoint import LATENT_MAX, IntegerArm
+from coolchic.entropy.latents import decode_latents, make_schedule
+from coolchic.payload import unpack_config, unpack_weights
+from coolchic.reconstruct import synthesize
+
+REQUIRED_SECTIONS = (SectionId.CONFIG, SectionId.WEIGHTS, SectionId.LATENTS)
+
+
+def check_device(device: str) -> str:
+    """Validate a device name ('cpu' or 'cuda'); raise ValueError with the reason otherwise."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def _read(data: bytes | str | Path) -> bytes:
+    if isinstance(data, (str, Path)):
+        try:
+            return Path(data).read_bytes()
+        except OSError as exc:
+            raise BitstreamError(f"cannot read {data}: {exc.strerror or exc}") from None
+    return bytes(data)
+
+
+@dataclass(frozen=True)
+class BitstreamInfo:
+    """What `coolchic info` shows."""
+
+    header: Header
+    config: DecoderConfig
+    section_bytes: dict[str, int]
+    total_bytes: int
+    macs: MacCount
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * self.total_bytes / (self.header.height * self.header.width)
+
+
+def _parse(data: bytes) -> tuple[Header, dict[int, bytes], DecoderConfig]:
+    header, sections = read_bitstream(data)
+    if header.codec_id != CodecId.COOLCHIC:
+        raise BitstreamError(f"codec id {header.codec_id} is not supported by this decoder")
+    missing = [s.name for s in REQUIRED_SECTIONS if s not in sections]
+    if missing:
+        raise BitstreamError(f"bitstream lacks section(s): {', '.join(missing)}")
+    return header, sections, unpack_config(sections[SectionId.CONFIG])
+
+
+def describe(data: bytes | str | Path) -> BitstreamInfo:
+    """Header fields, section sizes and decoder complexity, without decoding."""
+    raw = _read(data)
+    header, sections, config = _parse(raw)
+    sizes = {SectionId(k).name: len(v) for k, v in sections.items()}
+    macs = mac_per_pixel(config, header.height, header.width, header.channels)
+    return BitstreamInfo(header, config, sizes, len(raw), macs)
+
+
+def decode(data: bytes | str | Path, *, device: str = "cpu") -> np.ndarray:
+    """Decode a coolchic bitstream.
+
+    Args:
+        data: the bitstream, or the path of a file holding it.
+        device: where upsampling and synthesis run ('cpu' or 'cuda'); the result is
+            bit-identical on both. Latent decoding always runs on the CPU.
+
+    Returns:
+        (H, W, C) image, uint8 for 8-bit streams and uint16 for 16-bit ones.
+
+    Raises:
+        BitstreamError: the data is not a valid coolchic bitstream (one-sentence message).
+    """
+    check_device(device)
+    header, sections, config = _parse(_read(data))
+    weights = unpack_weights(sections[SectionId.WEIGHTS], config, header.channels)
+    shapes = grid_shapes(header.height, header.width, config.latents.n_grids)
+    schedule = make_schedule(shapes, config.arm.context)
+    try:
+        grids = decode_latents(schedule, sections[SectionId.LATENTS], IntegerArm(weights.arm))
+    except EntropyError as exc:
+        raise BitstreamError(f"corrupt LATENTS section: {exc}") from None
+    if any(np.abs(g).max(initial=0) > LATENT_MAX for g in grids):
+        raise BitstreamError("corrupt LATENTS section: latent out of range")
+    return synthesize(grids, weights.mlp, weights.residual, bit_depth=header.bit_depth, device=device)

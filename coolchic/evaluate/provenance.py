@@ -1,0 +1,83 @@
+"""Where a result came from: code revision, machine, command line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import coolchic
+
+
+def _git_dir() -> Path | None:
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / ".git"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _head_commit(git_dir: Path) -> str | None:
+    """The commit HEAD points at, read from the repository files (no git process)."""
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    if not head.startswith("ref: "):
+        return head or None  # detached HEAD holds the commit itself
+    ref = head[len("ref: ") :]
+    try:
+        return (git_dir / ref).read_text().strip()
+    except OSError:
+        pass
+    try:  # refs that git has packed: "<sha> <refname>" lines
+        for line in (git_dir / "packed-refs").read_text().splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref:
+                return sha
+    except OSError:
+        return None
+    return None
+
+
+def code_revision() -> str:
+    """``<package version>+g<12 hex of the checked-out commit>``, or the version alone
+    when the package does not run from a git checkout. Uncommitted edits are not seen."""
+    git_dir = _git_dir()
+    commit = _head_commit(git_dir) if git_dir else None
+    return f"{coolchic.__version__}+g{commit[:12]}" if commit else coolchic.__version__
+
+
+def machine_description(device: str = "cpu") -> str:
+    """One line: OS, CPU, cores, Python, torch and the accelerator used (if any)."""
+    parts = [
+        platform.platform(terse=True),
+        platform.machine(),
+        f"{os.cpu_count()} CPU cores",
+        f"Python {platform.python_version()}",
+    ]
+    if "torch" in sys.modules or device != "cpu":
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+        if device.startswith("cuda") and torch.cuda.is_available():
+            parts.append(f"GPU {torch.cuda.get_device_name()}")
+    parts.append(f"device {device}")
+    return ", ".join(parts)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed, shell-quoted, with the program's folder dropped
+    (``python -m coolchic.evaluate.reproduce ...`` or ``coolchic evaluate ...``)."""
+    if argv is None:
+        original = list(getattr(sys, "orig_argv", []))
+        if "-m" in original:
+            argv = ["python", *original[original.index("-m") :]]
+        else:
+            argv = list(sys.argv)
+    args = list(argv)
+    if args:
+        args[0] = Path(args[0]).name
+    return shlex.join(args)

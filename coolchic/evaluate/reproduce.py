@@ -1,0 +1,183 @@
+"""``make reproduce-paper``: the COOL-CHIC paper's Kodak protocol, end to end.
+
+Runs our codec at the paper's lambdas (read from the published results, not typed here)
+and every classical baseline available on this machine on the same Kodak images, then
+writes the run folder (``per_image.tsv``, ``summary.tsv``, ``bdrate.md``, ``rd.png``) and
+``comparison.md``, the table printed at the end: our per-lambda means beside the paper's.
+The default run folder, ``results/runs/kodak-<protocol>``, is scratch space (git-ignored);
+copy a finished run to ``results/<name>/`` to publish it.
+
+Protocols (``PRESET=...``):
+
+- ``quick`` (default): 256x256 centre crops of the 24 Kodak images, training preset
+  ``quick``. A CPU protocol meant to finish within 60 minutes on 2 cores. Crops are
+  easier to code than whole images at equal bpp, so its numbers are not the paper's: it
+  checks the pipeline and ranks the codecs on identical pixels.
+- ``paper``: the 24 whole images with preset ``slow``, the paper's setting; meant for a GPU
+  (``--device cuda``).
+- any training preset name (``fast``, ``medium``, ...): whole images with that preset.
+
+Standalone: ``python -m coolchic.evaluate.reproduce --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from coolchic.evaluate.baselines import CODECS as CLASSICAL
+from coolchic.evaluate.bdrate import bd_quality, bd_rate
+from coolchic.evaluate.errors import EvaluationError
+from coolchic.evaluate.evaluation import EvaluationSpec, check_preset, evaluate
+from coolchic.evaluate.jobs import CoolchicCodec
+from coolchic.evaluate.published import PAPER_VERSION, paper_lambdas, paper_points
+from coolchic.evaluate.report import complete_points, curves
+from coolchic.evaluate.runner import BackendOptions
+from coolchic.evaluate.store import RunStore
+from coolchic.io import atomic_write_bytes
+
+KODAK_HINT = (
+    "put the 24 Kodak images (kodim01.png ... kodim24.png, e.g. from r0k.us/graphics/kodak)"
+    " in ../shared/data/kodak next to the repository, or pass KODAK_DIR=/path/to/kodak"
+    " (make) / --kodak-dir (python -m coolchic.evaluate.reproduce)"
+)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One way of running the paper's evaluation."""
+
+    name: str  # PRESET value
+    preset: str  # our training preset
+    crop: int | None  # centre-crop side in pixels, None for whole images
+    description: str
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("quick", "quick", 256,
+                 "256x256 centre crops of the 24 Kodak images, preset quick (CPU, <= 60 min)"),
+        Protocol("paper", "slow", None, "the 24 whole Kodak images, preset slow (GPU)"),
+    )
+}
+
+
+def protocol_for(name: str) -> Protocol:
+    """A named protocol, or whole images with the training preset ``name``."""
+    if name in PROTOCOLS:
+        return PROTOCOLS[name]
+    try:
+        check_preset(name)
+    except EvaluationError:
+        raise EvaluationError(
+            f"unknown PRESET {name!r}; choose a protocol ({', '.join(PROTOCOLS)}) or a"
+            " training preset"
+        ) from None
+    return Protocol(name, name, None, f"the 24 whole Kodak images, preset {name}")
+
+
+def find_kodak(kodak_dir: Path | None) -> Path:
+    """The Kodak folder: the one given, else ``../shared/data/kodak`` beside the repository.
+
+    Raises:
+        EvaluationError: not found (the message says where to put the images).
+    """
+    if kodak_dir is not None:
+        if not Path(kodak_dir).is_dir():
+            raise EvaluationError(f"KODAK_DIR {kodak_dir} is not a folder; {KODAK_HINT}")
+        return Path(kodak_dir)
+    repository = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), repository):
+        candidate = base.parent / "shared" / "data" / "kodak"
+        if candidate.is_dir():
+            return candidate
+    raise EvaluationError(f"Kodak images not found; {KODAK_HINT}")
+
+
+def comparison_markdown(store: RunStore, codec: str, protocol: Protocol) -> str:
+    """Our per-lambda means beside the paper's, and BD numbers against the paper's curve."""
+    rows = [r for r in store.rows() if r.codec == codec]
+    n_images = len({r.image for r in rows})
+    ours = {p.setting: p for p in complete_points(curves(rows).get(codec, []), n_images)}
+    paper = {p.lmbda: p for p in paper_points()}
+    lines = [
+        f"# {codec} vs COOL-CHIC (ICCV 2023, release {PAPER_VERSION}) on Kodak",
+        "",
+        f"Protocol `{protocol.name}`: {protocol.description}; {n_images} images.",
+    ]
+    if protocol.crop:
+        lines.append("Ours is measured on centre crops, the paper on whole images: the columns"
+                     " are shown side by side, not as a like-for-like comparison.")
+    lines += [
+        "",
+        "| lambda | bpp ours | bpp paper | PSNR ours (dB) | PSNR paper (dB) "
+        "| PSNR of mean MSE ours | PSNR of mean MSE paper |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for lmbda in sorted(set(ours) | set(paper)):
+        mine, theirs = ours.get(lmbda), paper.get(lmbda)
+        lines.append("| " + " | ".join([
+            f"{lmbda:g}",
+            f"{mine.bpp:.4f}" if mine else "-", f"{theirs.bpp:.4f}" if theirs else "-",
+            f"{mine.psnr_db:.3f}" if mine else "-", f"{theirs.psnr_db:.3f}" if theirs else "-",
+            f"{mine.psnr_of_mean_mse_db:.3f}" if mine else "-",
+            f"{theirs.psnr_of_mean_mse_db:.3f}" if theirs else "-",
+        ]) + " |")
+    if len(ours) >= 2:
+        points = sorted(ours.values(), key=lambda p: p.bpp)
+        published = sorted(paper.values(), key=lambda p: p.bpp)
+        args = ([p.bpp for p in published], [p.psnr_db for p in published],
+                [p.bpp for p in points], [p.psnr_db for p in points])
+        rate, psnr = bd_rate(*args), bd_quality(*args)
+        lines += ["", f"BD-rate of ours against the paper's curve (mean PSNR): "
+                  f"{rate.value:+.2f} % (overlap {rate.overlap:.2f}); "
+                  f"BD-PSNR {psnr.value:+.3f} dB."]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(
+    preset: str = "quick",
+    options: BackendOptions | None = None,
+    *,
+    kodak_dir: Path | None = None,
+    out: Path | None = None,
+    device: str = "cpu",
+    console: Console | None = None,
+) -> list[Path]:
+    """Run the protocol ``preset`` on Kodak and write the run folder plus comparison.md.
+
+    Returns:
+        The files written. Resumable like any evaluation: run it again after an interrupt.
+    """
+    console = console or Console(stderr=True)
+    protocol = protocol_for(preset)
+    images_dir = find_kodak(kodak_dir)
+    out = out or Path("results") / "runs" / f"kodak-{protocol.name}"
+    console.print(f"protocol {protocol.name}: {protocol.description}; images from {images_dir};"
+                  f" results in {out}", highlight=False)
+    spec = EvaluationSpec(
+        images_dir=images_dir, out=out, lambdas=paper_lambdas(), preset=protocol.preset,
+        baselines=tuple(CLASSICAL), crop=protocol.crop, device=device,
+    )
+    result = evaluate(spec, options, console=console)
+    codec = CoolchicCodec(protocol.preset).name
+    text = comparison_markdown(RunStore(out), codec, protocol)
+    path = out / "comparison.md"
+    atomic_write_bytes(path, text.encode())
+    Console().print(text, highlight=False)
+    return [*result.files, path]
+
+
+def main() -> None:  # pragma: no cover - exercised through `python -m` by make
+    import typer
+
+    from coolchic.evaluate.cli import reproduce_command
+
+    typer.run(reproduce_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The COOL-CHIC model of one image: latent grids, ARM and synthesis (Ladune et al., ICCV
+2023). ``forward`` is the training proxy: it returns the reconstruction and the rate of the
+latents in bits under the ARM's discretized Laplace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from coolchic.config import DecoderConfig, grid_shapes
+from coolchic.entropy.tables import LOG_SCALE_MAX, LOG_SCALE_MIN
+from coolchic.model.arm import Arm, gather_contexts
+from coolchic.model.synthesis import Synthesis
+from coolchic.model.upsampling import upsample_cascade
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]
+MIN_PROB = 2.0**-24  # the integer tables never give a symbol less than 2^-24
+
+
+def laplace_cdf(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return 0.5 + 0.5 * torch.sign(x) * (1.0 - torch.exp(-x.abs() / scale))
+
+
+def laplace_bits(y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Bits of each integer-valued y under a Laplace(mu, exp(log_scale)) discretized to
+    unit bins, with the same scale range as the integer tables."""
+    scale = torch.exp(log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+    d = y - mu
+    # evaluate on the side where the CDF difference does not cancel
+    s = torch.where(d > 0, -d, d)
+    p = laplace_cdf(s + 0.5, scale) - laplace_cdf(s - 0.5, scale)
+    return -torch.log2(p.clamp_min(MIN_PROB))
+
+
+class CoolChic(nn.Module):
+    """One image's decoder: latents (ParameterList, finest first), ARM, synthesis."""
+
+    def __init__(self, config: DecoderConfig, height: int, width: int, channels: int):
+        super().__init__()
+        self.config = config
+        self.height, self.width, self.channels = height, width, channels
+        shapes = grid_shapes(height, width, config.latents.n_grids)
+        self.latents = nn.ParameterList(nn.Parameter(torch.zeros(1, 1, h, w)) for h, w in shapes)
+        self.arm = Arm(config.arm)
+        self.synthesis = Synthesis(config.synthesis, config.latents.n_grids, channels)
+
+    def forward(self, quantize: Quantizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (x_hat (1, C, H, W), rate in bits (scalar))."""
+        q = [quantize(y) for y in self.latents]
+        flat = torch.cat([g.reshape(-1) for g in q])  # (N,) grid order, raster order
+        params = self.arm(gather_contexts(q, self.config.arm.context))  # (N, 2)
+        rate = laplace_bits(flat, params[:, 0], params[:, 1]).sum()
+        x_hat = self.synthesis(upsample_cascade(q))
+        return x_hat, rate
+
+    def n_latents(self) -> int:
+        return sum(y.numel() for y in self.latents)
+
+    def n_pixels(self) -> int:
+        return self.height * self.width
+

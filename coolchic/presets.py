@@ -1,0 +1,69 @@
+"""Training recipes as data. A preset is a list of phases; the training loop consumes one
+phase at a time (``coolchic.train``). Iteration counts and the time each preset takes on a
+Kodak image (768x512) on the reference 2-core CPU are documented in the README."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from coolchic.quant import QuantizerKind
+
+
+@dataclass(frozen=True)
+class Phase:
+    iterations: int  # optimizer steps in this phase
+    lr: float  # peak Adam learning rate
+    quantizer: QuantizerKind  # latent quantization proxy
+    schedule: str = "cosine"  # learning-rate schedule over the phase: "cosine" or "constant"
+    eval_every: int = 100  # iterations between evaluations of the true (rounded) RD cost
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    phases: tuple[Phase, ...]
+    description: str
+
+    @property
+    def iterations(self) -> int:
+        return sum(p.iterations for p in self.phases)
+
+    def scaled_to(self, iterations: int) -> Preset:
+        """The same recipe with the phases' lengths scaled to `iterations` in total
+        (phases that round to zero iterations are dropped)."""
+        if iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        counts = [p.iterations * iterations // self.iterations for p in self.phases[:-1]]
+        counts.append(iterations - sum(counts))
+        phases = tuple(
+            replace(p, iterations=n, eval_every=min(p.eval_every, n))
+            for p, n in zip(self.phases, counts)
+            if n > 0
+        )
+        return replace(self, phases=phases)
+
+
+def _recipe(name: str, n_noise: int, n_ste: int, description: str) -> Preset:
+    return Preset(
+        name,
+        (Phase(n_noise, 1e-2, "noise"), Phase(n_ste, 1e-4, "ste", eval_every=50)),
+        description,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        _recipe("quick", 1200, 150, "reduced CPU protocol for make reproduce-paper (crops)"),
+        _recipe("fast", 2500, 300, "a few minutes for a Kodak image on 2 CPU cores"),
+        _recipe("medium", 6000, 600, "about 3x fast"),
+        _recipe("slow", 20000, 2000, "paper-grade; meant for a GPU"),
+    )
+}
+DEFAULT_PRESET = "fast"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]

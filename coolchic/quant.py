@@ -1,0 +1,119 @@
+"""Quantization: latent quantization proxies for training, and integerization of a trained
+model (latents rounded; every layer's weights and biases on a power-of-two step chosen by a
+search of the true rate-distortion cost, including the bits of the weights themselves)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from coolchic.config import DecoderConfig, grid_shapes
+from coolchic.entropy.fixedpoint import LATENT_MAX, WEIGHT_MAX, IntegerArm, QLayer
+from coolchic.entropy.latents import latent_bits, make_schedule
+from coolchic.model.coolchic import CoolChic
+from coolchic.payload import NetworkWeights, weights_bits
+from coolchic.reconstruct import synthesize
+
+QuantizerKind = Literal["noise", "ste", "round"]
+QUANTIZER_KINDS: tuple[str, ...] = ("noise", "ste", "round")
+
+
+def make_quantizer(kind: QuantizerKind) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Latent quantization proxy: additive uniform noise (Balle et al. 2017), straight-through
+    rounding (forward rounds, backward is the identity), or plain rounding (evaluation)."""
+    if kind == "noise":
+        return lambda y: y + (torch.rand_like(y) - 0.5)
+    if kind == "ste":
+        return lambda y: y + (torch.round(y) - y).detach()
+    if kind == "round":
+        return torch.round
+    raise ValueError(f"unknown quantizer {kind!r}; choose one of: {', '.join(QUANTIZER_KINDS)}")
+
+
+def quantize_tensor(t: torch.Tensor, frac: int) -> np.ndarray:
+    v = torch.round(t.detach().double().cpu() * (1 << frac)).clamp(-WEIGHT_MAX, WEIGHT_MAX)
+    return v.numpy().astype(np.int64)
+
+
+def quantize_layer(weight: torch.Tensor, bias: torch.Tensor, w_frac: int, b_frac: int) -> QLayer:
+    return QLayer(quantize_tensor(weight, w_frac), quantize_tensor(bias, b_frac), w_frac, b_frac)
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """Everything the bitstream holds: configuration, integer latents and weights."""
+
+    config: DecoderConfig
+    grids: tuple[np.ndarray, ...]  # int64 (h_k, w_k), finest first
+    weights: NetworkWeights
+
+
+def _float_layers(model: CoolChic) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    return {
+        "arm": [(m.weight, m.bias) for m in model.arm.layers],
+        "mlp": [(m.weight, m.bias) for m in model.synthesis.mlp],
+        "residual": [(m.weight, m.bias) for m in model.synthesis.residual],
+    }
+
+
+FRAC_CANDIDATES = tuple(range(2, 15))  # weight/bias steps 2^-2 ... 2^-14
+
+
+class _Search:
+    """Coordinate search of the (w_frac, b_frac) of each module group on the true cost
+    D + lambda * R, D the MSE of the fixed-point reconstruction on [0, 1], R in bits/pixel
+    (latents under the integer ARM plus the coded weights)."""
+
+    def __init__(self, model: CoolChic, image: np.ndarray, bit_depth: int, lmbda: float):
+        self.model, self.lmbda, self.bit_depth = model, lmbda, bit_depth
+        self.image = image.astype(np.float64)
+        self.n_pixels = model.n_pixels()
+        self.float_layers = _float_layers(model)
+        self.grids = tuple(
+            torch.round(y.detach().cpu()).clamp(-LATENT_MAX, LATENT_MAX)[0, 0].numpy().astype(np.int64)
+            for y in model.latents
+        )
+        shapes = grid_shapes(model.height, model.width, model.config.latents.n_grids)
+        self.schedule = make_schedule(shapes, model.config.arm.context)
+        self.fracs = {name: (8, 8) for name in self.float_layers}
+
+    def layers(self, name: str, fracs: tuple[int, int]) -> tuple[QLayer, ...]:
+        return tuple(quantize_layer(w, b, *fracs) for w, b in self.float_layers[name])
+
+    def distortion(self, mlp: tuple[QLayer, ...], residual: tuple[QLayer, ...]) -> float:
+        x = synthesize(self.grids, mlp, residual, bit_depth=self.bit_depth)
+        scale = float((1 << self.bit_depth) - 1) ** 2
+        return float(np.mean((x.astype(np.float64) - self.image) ** 2)) / scale
+
+    def cost(self, name: str, fracs: tuple[int, int]) -> float:
+        layers = self.layers(name, fracs)
+        bits = weights_bits(layers)
+        if name == "arm":
+            bits += latent_bits(self.schedule, list(self.grids), IntegerArm(layers))
+            return self.lmbda * bits / self.n_pixels
+        groups = {n: self.layers(n, self.fracs[n]) for n in ("mlp", "residual")}
+        groups[name] = layers
+        return self.distortion(groups["mlp"], groups["residual"]) + self.lmbda * bits / self.n_pixels
+
+    def run(self) -> QuantizedModel:
+        for name in ("arm", "mlp", "residual"):
+            if not self.float_layers[name]:
+                continue
+            best_w = min(FRAC_CANDIDATES, key=lambda f: self.cost(name, (f, f)))
+            best_b = min(FRAC_CANDIDATES, key=lambda f: self.cost(name, (best_w, f)))
+            self.fracs[name] = (best_w, best_b)
+        weights = NetworkWeights(*(self.layers(n, self.fracs[n]) for n in ("arm", "mlp", "residual")))
+        return QuantizedModel(self.model.config, self.grids, weights)
+
+
+def integerize(model: CoolChic, image: np.ndarray, *, bit_depth: int, lmbda: float) -> QuantizedModel:
+    """Round the latents and quantize every layer on its best power-of-two step.
+
+    Args:
+        image: the original (H, W, C) integer image, for the distortion term.
+    """
+    return _Search(model, image, bit_depth, lmbda).run()

@@ -1,0 +1,210 @@
+"""Evaluation runs with a fake codec: the real measurement path, resumability after an
+interrupt or a kill -9, and identical rows from the in-process and process-pool backends."""
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from coolchic.evaluate.errors import EvaluationError
+from coolchic.evaluate.evaluation import EvaluationSpec, evaluate
+from coolchic.evaluate.jobs import Encoded, Job, run_job
+from coolchic.evaluate.runner import BackendOptions
+from coolchic.evaluate.store import ROW_FIELDS, RunStore, read_tsv
+from tests.conftest import synthetic_image
+
+SIDE = 176  # MS-SSIM needs a shorter side above 160 pixels
+LAMBDAS = (1e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class FakeCodec:
+    """JPEG at a quality derived from lambda; logs each encode call to a file (one line per
+    call with the process id, so calls are counted across processes); raises KeyboardInterrupt at call
+    number ``interrupt_at`` to simulate Ctrl-C; sleeps ``delay`` seconds per encode."""
+
+    log: str
+    interrupt_at: int | None = None
+    delay: float = 0.0
+    name: str = "coolchic-fake"
+    kind: str = "lambda"
+    keep_bitstreams: bool = True
+
+    def encode(self, pixels, bit_depth, setting):
+        with open(self.log, "a") as log:
+            log.write(f"{setting} {os.getpid()}\n")
+        if self.interrupt_at is not None and calls(self.log) >= self.interrupt_at:
+            raise KeyboardInterrupt
+        time.sleep(self.delay)
+        quality = int(np.clip(25 * -math.log10(setting) - 40, 5, 95))
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+        return Encoded(buffer.getvalue(), mac_per_pixel=123.0)
+
+    def decode(self, path, height, width):
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    def preset(self):
+        return "fake"
+
+    def revision(self):
+        return "test"
+
+
+def calls(log) -> int:
+    return len(Path(log).read_text().splitlines()) if Path(log).exists() else 0
+
+
+def make_images(folder: Path) -> Path:
+    """Three synthetic RGB images img0..img2 of (SIDE + 10) x (SIDE + 20) pixels."""
+    folder.mkdir()
+    for index in range(3):
+        Image.fromarray(synthetic_image(SIDE + 10, SIDE + 20, seed=index)).save(
+            folder / f"img{index}.png")
+    return folder
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_images(tmp_path / "images")
+
+
+def spec_for(folder, out, **changes):
+    spec = EvaluationSpec(images_dir=folder, out=out, lambdas=LAMBDAS, preset="fake",
+                          baselines=("jpeg420",), crop=SIDE, anchors=("jpeg420",))
+    return replace(spec, **changes)
+
+
+def factory(codec):
+    return lambda spec: codec
+
+
+def without_timings(rows):
+    return [replace(r, encode_s=0.0, decode_s=0.0) for r in rows]
+
+
+def test_run_job_measures_the_decoded_file(images, tmp_path):
+    codec = FakeCodec(str(tmp_path / "log"))
+    outcome = run_job(Job(codec.name, "img0", str(images / "img0.png"), SIDE, 1e-3), codec)
+    row = outcome.row
+    assert (row.width, row.height, row.lmbda, row.quality) == (SIDE, SIDE, 1e-3, None)
+    assert row.bytes == len(outcome.bitstream) and row.bpp == 8 * row.bytes / SIDE**2
+    decoded = np.asarray(Image.open(io.BytesIO(outcome.bitstream)).convert("RGB"))
+    source = np.asarray(Image.open(images / "img0.png"))[5 : 5 + SIDE, 10 : 10 + SIDE]
+    assert row.mse == pytest.approx(np.mean((decoded.astype(float) - source) ** 2))
+    assert row.psnr_db == pytest.approx(10 * math.log10(255**2 / row.mse))
+    assert 0.5 < row.ms_ssim < 1 and row.mac_per_pixel == 123.0
+    assert (row.preset, row.revision) == ("fake", "test")
+
+
+def test_a_run_writes_the_tsv_summary_bdrate_table_and_plot(images, tmp_path):
+    codec = FakeCodec(str(tmp_path / "log"))
+    result = evaluate(spec_for(images, tmp_path / "run"), codec_factory=factory(codec),
+                      command="coolchic evaluate test")
+    assert {p.name for p in result.files} == {"per_image.tsv", "summary.tsv", "bdrate.md",
+                                              "rd.png"}
+    text = (tmp_path / "run" / "per_image.tsv").read_text()
+    assert "# invocation 1:" in text and "coolchic evaluate test" in text and "machine:" in text
+    rows = read_tsv(tmp_path / "run" / "per_image.tsv")
+    assert len(rows) == 3 * (len(LAMBDAS) + 8)
+    assert {r.codec for r in rows} == {"coolchic-fake", "jpeg420"}
+    assert all(r.quality is None for r in rows if r.codec == "coolchic-fake")
+    assert (tmp_path / "run" / "rd.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| coolchic-fake |" in (tmp_path / "run" / "bdrate.md").read_text()
+    bitstreams = sorted((tmp_path / "run" / "bitstreams" / "coolchic-fake").iterdir())
+    assert len(bitstreams) == 3 * len(LAMBDAS)
+
+
+def test_an_interrupted_run_resumes_without_redoing_or_trusting_partial_files(images, tmp_path):
+    out, log = tmp_path / "run", str(tmp_path / "log")
+    spec = spec_for(images, out, baselines=())
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(spec, codec_factory=factory(FakeCodec(log, interrupt_at=4)))
+    store = RunStore(out)
+    finished = store.rows()
+    assert len(finished) == 3  # jobs 1-3 saved; job 4 interrupted inside encode
+    assert not (out / "per_image.tsv").exists()
+    # What a kill -9 in the middle of a write leaves: a temporary file, never a final name.
+    row_dir = out / "rows" / "coolchic-fake"
+    leftover = row_dir / ".img1@0.01.json.0123456789ab.tmp"
+    leftover.write_text('{"codec": "coolchic-fake", "ima')
+    # A damaged final file (not something atomic writes produce) must not be trusted either.
+    damaged = store.row_path("coolchic-fake", finished[0].image, finished[0].setting)
+    damaged.write_text("{}")
+
+    before = calls(log)
+    evaluate(spec, codec_factory=factory(FakeCodec(log)))
+    assert calls(log) - before == 3 * len(LAMBDAS) - 2  # all but the two intact rows
+    assert not leftover.exists()
+    rows = store.rows()
+    assert len(rows) == 3 * len(LAMBDAS)
+    untouched = [r for r in finished[1:]]
+    assert all(r in rows for r in untouched)  # same timings: not recomputed
+    assert len(read_tsv(out / "per_image.tsv")) == len(rows)
+    assert len(json.loads((out / "run.json").read_text())["invocations"]) == 2
+
+
+def test_a_run_killed_with_sigkill_resumes_where_it_stopped(images, tmp_path):
+    out, log = tmp_path / "run", str(tmp_path / "log")
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tests.test_evaluate_runner import FakeCodec, spec_for, factory
+from coolchic.evaluate.evaluation import evaluate
+from pathlib import Path
+evaluate(spec_for(Path({str(images)!r}), Path({str(out)!r}), baselines=()),
+         codec_factory=factory(FakeCodec({log!r}, delay=0.3)))
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(RunStore(out).rows()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    saved = RunStore(out).rows()
+    assert 2 <= len(saved) < 3 * len(LAMBDAS)
+    before = calls(log)
+    evaluate(spec_for(images, out, baselines=()), codec_factory=factory(FakeCodec(log)))
+    assert calls(log) - before == 3 * len(LAMBDAS) - len(saved)
+    assert all(r in RunStore(out).rows() for r in saved)
+
+
+def test_a_run_folder_of_other_crops_is_refused(images, tmp_path):
+    codec = FakeCodec(str(tmp_path / "log"))
+    evaluate(spec_for(images, tmp_path / "run", baselines=(), lambdas=(1e-2,)),
+             codec_factory=factory(codec))
+    with pytest.raises(EvaluationError, match="another --out"):
+        evaluate(spec_for(images, tmp_path / "run", crop=SIDE - 8),
+                 codec_factory=factory(codec))
+
+
+def test_a_process_pool_gives_the_same_rows_as_one_process(images, tmp_path):
+    log = str(tmp_path / "log")
+    spec = spec_for(images, tmp_path / "one", images=("img0", "img1"))
+    evaluate(spec, codec_factory=factory(FakeCodec(log)))
+    evaluate(replace(spec, out=tmp_path / "pool"), BackendOptions(jobs=2),
+             codec_factory=factory(FakeCodec(log)))
+    one, pool = RunStore(tmp_path / "one").rows(), RunStore(tmp_path / "pool").rows()
+    assert without_timings(one) == without_timings(pool) and len(one) == 2 * (2 + 8)
+
+
+def test_rows_have_exactly_the_documented_columns(images, tmp_path):
+    evaluate(spec_for(images, tmp_path / "run", baselines=(), images=("img2",)),
+             codec_factory=factory(FakeCodec(str(tmp_path / "log"))))
+    header = [ln for ln in (tmp_path / "run" / "per_image.tsv").read_text().splitlines()
+              if not ln.startswith("#")][0].split("\t")
+    assert header == [("lambda" if f == "lmbda" else f) for f in ROW_FIELDS]
+    assert header[:4] == ["codec", "image", "width", "height"]
