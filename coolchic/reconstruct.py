@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
 from coolchic.model.upsampling import upsample_cascade
 
-SYN_FRAC = 12  # fractional bits of upsampled latents and synthesis activations
+SYN_FRAC = 16  # fractional bits of upsampled latents and synthesis activations
 
 
 def _layer_tensors(layer: QLayer, in_frac: int, device: torch.device):

@@ -153,3 +153,18 @@ def test_bd_matrix_and_markdown_list_every_codec_against_the_anchor(tmp_path):
                        title="test")
     path = save_rd_plot(tmp_path / "rd.png", figure)
     assert Path(path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_with_baselines_only_prints_bd_rates_and_writes_the_run(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        Image.fromarray(synthetic_image(24, 40, seed=index)).save(images / f"i{index}.png")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["evaluate", str(images), "-o", str(out), "--only-baselines",
+                                 "--baselines", "jpeg420,jpeg444"])
+    assert result.exit_code == 0, result.output
+    assert "BD-rate against jpeg420" in result.stdout and "jpeg444" in result.stdout
+    assert "wrote" in result.stdout and (out / "rd.png").exists()
+    # Images below 161 pixels have no 5-scale MS-SSIM: NaN in the TSV, "-" in the table.
+    assert "\tnan\t" in (out / "per_image.tsv").read_text()

@@ -38,6 +38,6 @@ def test_fixed_point_synthesis_matches_the_float_model_within_a_gray_level():
     residual = [quantize_layer(m.weight, m.bias, 14, 14) for m in model.synthesis.residual]
     grids = [y.detach()[0, 0].numpy().astype(np.int64) for y in model.latents]
     x_int = synthesize(grids, mlp, residual, bit_depth=8).astype(np.float64)
-    expected = np.clip(np.round(x_float * 255), 0, 255)
-    assert np.abs(x_int - expected).max() <= 1
-    assert (x_int != expected).mean() < 0.05
+    target = np.clip(x_float * 255, 0, 255)
+    error = np.abs(x_int - target)  # rounding alone gives <= 0.5 gray level
+    assert error.max() < 0.6 and error.mean() < 0.3

@@ -1,9 +1,9 @@
 """THE decoder-side probability code: the quantized ARM in exact integer arithmetic.
 
-The encoder and the decoder both call :func:`arm_table_rows`; nothing else decides which
-probability table a latent is coded with. Values are integers held in float64 arrays: every
-product and partial sum stays far below 2^53 (weights |w| <= 2^15, activations clipped to
-2^28, fan-in <= 64), so BLAS computes them exactly in any order, on any CPU and thread count.
+The encoder and the decoder both call :meth:`IntegerArm.table_rows`; nothing else decides
+which probability table a latent is coded with. Values are integers held in float64 arrays:
+every product and partial sum stays below 2^51 (weights |w| <= 2^15, activations clipped to
+2^30, fan-in <= 64), so BLAS computes them exactly in any order, on any CPU and thread count.
 Rescaling is a multiplication by a power of two followed by floor, which is exact too.
 """
 
@@ -22,7 +22,7 @@ from coolchic.entropy.tables import (
 )
 
 ARM_FRAC = 8  # fractional bits of the ARM's hidden activations
-ACT_MAX = 1 << 28  # activations are clipped to [-ACT_MAX, ACT_MAX]
+ACT_MAX = 1 << 30  # activations are clipped to [-ACT_MAX, ACT_MAX]
 WEIGHT_MAX = 1 << 15  # integer weights and biases lie in [-WEIGHT_MAX, WEIGHT_MAX]
 LATENT_MAX = (1 << 15) - 1  # integer latents lie in [-LATENT_MAX, LATENT_MAX]
 MAX_FRAC = 24  # largest allowed fractional-bit count of a weight or bias step

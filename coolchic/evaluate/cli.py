@@ -11,12 +11,14 @@ saying how to resume.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from coolchic.evaluate.baselines import CODECS as CLASSICAL
 
@@ -71,10 +73,25 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _print_files(files: list[Path]) -> None:
+def _print_summary(files: list[Path], entries: list) -> None:
+    """The BD-rates against the first anchor as a table, then the files written."""
     out = Console()
+    if entries:
+        anchor = entries[0].anchor
+        table = Table(title=f"BD-rate against {anchor} (negative = fewer bits)")
+        for column in ("codec", "PSNR", "BD-PSNR", "MS-SSIM dB"):
+            table.add_column(column, justify="left" if column == "codec" else "right")
+        for e in sorted((e for e in entries if e.anchor == anchor),
+                        key=lambda e: (math.isnan(e.bd_rate_psnr_pct), e.bd_rate_psnr_pct)):
+            table.add_row(e.codec, _signed(e.bd_rate_psnr_pct, "%"), _signed(e.bd_psnr_db, " dB"),
+                          _signed(e.bd_rate_ms_ssim_pct, "%"))
+        out.print(table)
     for path in files:
         out.print(f"wrote {path}", highlight=False)
+
+
+def _signed(value: float, unit: str) -> str:
+    return "-" if math.isnan(value) else f"{value:+.2f}{unit}"
 
 
 _Dir = Annotated[Path, typer.Argument(help="Folder of source images (PNG, PPM, ...).")]
@@ -134,7 +151,7 @@ def evaluate_command(
     options = BackendOptions(backend=backend, jobs=jobs, ray_address=ray_address,
                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     result = evaluate(spec, options)
-    _print_files(result.files)
+    _print_summary(result.files, result.bd_entries)
 
 
 @_errors_as_exit_codes
@@ -155,5 +172,5 @@ def reproduce_command(
 
     options = BackendOptions(backend=backend, jobs=jobs, ray_address=ray_address,
                              gpus_per_task=gpus_per_task)
-    files = reproduce(preset, options, kodak_dir=kodak_dir, out=out, device=device)
-    _print_files(files)
+    result = reproduce(preset, options, kodak_dir=kodak_dir, out=out, device=device)
+    _print_summary(result.files, result.bd_entries)

@@ -24,6 +24,7 @@ from coolchic.evaluate.plots import rd_figure, save_rd_plot
 from coolchic.evaluate.provenance import code_revision, command_line, machine_description
 from coolchic.evaluate.published import PublishedCurve, published_curves
 from coolchic.evaluate.report import (
+    BdEntry,
     bd_matrix,
     bdrate_markdown,
     complete_points,
@@ -74,6 +75,7 @@ class EvaluationResult:
     skipped: list[str] = field(default_factory=list)  # one note per skipped codec
     n_run: int = 0  # jobs run by this invocation
     n_reused: int = 0  # jobs found finished in the run folder
+    bd_entries: list[BdEntry] = field(default_factory=list)  # what bdrate.md shows
 
 
 def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:
@@ -187,16 +189,19 @@ def evaluate(
                             f"{row.setting:g}: {row.bpp:.3f} bpp {row.psnr_db:.2f} dB")
 
         result.n_run = execute(todo, codecs, store, options, on_done=advance)
-    result.files = write_outputs(store, spec, list(codecs), skipped, published=published)
+    result.files, result.bd_entries = write_outputs(store, spec, jobs, skipped,
+                                                    published=published)
     return result
 
 
-def write_outputs(store: RunStore, spec: EvaluationSpec, codec_names: Sequence[str],
+def write_outputs(store: RunStore, spec: EvaluationSpec, jobs: Sequence[Job],
                   skipped: Sequence[str], *, published: Sequence[PublishedCurve] | None = None,
-                  ) -> list[Path]:
+                  ) -> tuple[list[Path], list[BdEntry]]:
     """Assemble per_image.tsv, summary.tsv, bdrate.md and rd.png from the stored rows of
-    the run's current codecs."""
-    rows = [r for r in store.rows() if r.codec in codec_names]
+    ``jobs`` (rows of other jobs in the folder are left out); returns the files and the
+    BD-rate entries."""
+    wanted = {(job.codec, job.image, job.setting) for job in jobs}
+    rows = [r for r in store.rows() if (r.codec, r.image, r.setting) in wanted]
     images = sorted({r.image for r in rows})
     header = [
         "coolchic evaluation: one row per (codec, image, setting); bpp from the whole file;"
@@ -208,7 +213,7 @@ def write_outputs(store: RunStore, spec: EvaluationSpec, codec_names: Sequence[s
         header.append(f"invocation {number}: {invocation['started']} | {invocation['command']}")
         header.append(f"  machine: {invocation['machine']} | revision {invocation['revision']}"
                       f" | backend {invocation.get('backend')} x{invocation.get('jobs')}")
-    header += [f"skipped: {note}" for note in skipped]
+    header += list(skipped)
     files = [store.write_tsv(rows, header_lines=header)]
 
     curve_map = {codec: complete_points(points, len(images))
@@ -221,7 +226,8 @@ def write_outputs(store: RunStore, spec: EvaluationSpec, codec_names: Sequence[s
     ours = [c for c in curve_map if c.startswith("coolchic")]
     what = f"{len(images)} images of {Path(spec.images_dir).name}" + (
         f", {spec.crop}x{spec.crop} centre crops" if spec.crop else "")
-    if anchors or ours:
+    entries: list[BdEntry] = []
+    if (anchors or ours) and sum(len(points) >= 2 for points in curve_map.values()) >= 2:
         entries = bd_matrix(curve_map, anchors or ours[:1])
         markdown = bdrate_markdown(entries, title=f"BD-rates: {what}", notes=list(skipped))
         bd_path = store.out / "bdrate.md"
@@ -233,4 +239,4 @@ def write_outputs(store: RunStore, spec: EvaluationSpec, codec_names: Sequence[s
     note = " (published curves: full images)" if spec.crop else ""
     figure = rd_figure(curve_map, published, title=f"Rate-distortion, {what}{note}")
     files.append(save_rd_plot(store.out / "rd.png", figure))
-    return files
+    return files, entries

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from coolchic.config import SynthesisConfig
+from coolchic.model.upsampling import replicate_pad
 
 
 class Synthesis(nn.Module):
@@ -19,7 +20,7 @@ class Synthesis(nn.Module):
         widths = (n_inputs, *config.hidden, channels)
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.residual = nn.ModuleList(
-            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="replicate")
+            nn.Conv2d(channels, channels, 3)
             for _ in range(config.residual_convs)
         )
         with torch.no_grad():  # residual branches start as identity; output starts mid-grey
@@ -35,7 +36,7 @@ class Synthesis(nn.Module):
             x = layer(x)
             if i < len(self.mlp) - 1:
                 x = torch.relu(x)
-        x = x.t().reshape(1, -1, h, w)  # (1, C, H, W)
-        for conv in self.residual:
-            x = x + conv(x)
+        x = x.t().reshape(1, -1, h, w).contiguous()  # (1, C, H, W)
+        for conv in self.residual:  # replicated borders, as in the decoder
+            x = x + conv(replicate_pad(replicate_pad(x, -1, 1, 1), -2, 1, 1))
         return x

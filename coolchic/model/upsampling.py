@@ -11,21 +11,29 @@ upsampled as a cascade, coarsest first: up 2x, crop to the next grid, stack, rep
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 TAPS = (-9, 67, 225, -27)  # even outputs; odd outputs use the reversed taps
 TAP_SHIFT = 8  # taps are integers over 2^TAP_SHIFT
 TAP_COUNT = len(TAPS)
 
 
-def _upsample_last_axis(x: torch.Tensor, out_len: int, floor: bool) -> torch.Tensor:
-    """2x along the last axis of a 4-D tensor, cropped to `out_len`."""
-    n = x.shape[-1]
-    xp = F.pad(x, (2, 2, 0, 0), mode="replicate")  # (B, C, h, n + 4)
-    even = sum(t * xp[..., k : k + n] for k, t in enumerate(TAPS))
-    odd = sum(t * xp[..., k + 1 : k + 1 + n] for k, t in enumerate(reversed(TAPS)))
-    out = torch.stack((even, odd), dim=-1).flatten(-2)[..., :out_len]  # (B, C, h, out_len)
-    out = out * (1.0 / (1 << TAP_SHIFT))
+def replicate_pad(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    """Pad axis `dim` by repeating its edge values (an index gather: its backward is a plain
+    index_add, which compiles and runs fast for any memory layout)."""
+    n = x.shape[dim]
+    index = torch.arange(-before, n + after, device=x.device).clamp_(0, n - 1)
+    return x.index_select(dim, index)
+
+
+def _upsample_axis(x: torch.Tensor, dim: int, out_len: int, floor: bool) -> torch.Tensor:
+    """2x along axis `dim` (-1 or -2) of a 4-D tensor, cropped to `out_len`."""
+    n = x.shape[dim]
+    xp = replicate_pad(x, dim, 2, 2)
+    even = sum(t * xp.narrow(dim, k, n) for k, t in enumerate(TAPS))
+    odd = sum(t * xp.narrow(dim, k + 1, n) for k, t in enumerate(reversed(TAPS)))
+    out = torch.stack((even, odd), dim=dim if dim == -1 else -2)  # interleave outputs
+    out = out.flatten(-2) if dim == -1 else out.flatten(-3, -2)
+    out = out.narrow(dim, 0, out_len) * (1.0 / (1 << TAP_SHIFT))
     return torch.floor(out) if floor else out
 
 
@@ -36,9 +44,7 @@ def upsample2x(x: torch.Tensor, out_h: int, out_w: int, *, floor: bool = False) 
         floor: fixed-point mode (float64 tensors holding integers): floor after each pass,
             which keeps every value an integer. The training path leaves it False.
     """
-    x = _upsample_last_axis(x, out_w, floor)
-    x = _upsample_last_axis(x.transpose(-1, -2), out_h, floor).transpose(-1, -2)
-    return x
+    return _upsample_axis(_upsample_axis(x, -1, out_w, floor), -2, out_h, floor)
 
 
 def upsample_cascade(grids: list[torch.Tensor], *, floor: bool = False) -> torch.Tensor:
