@@ -18,6 +18,9 @@ from coolchic.payload import unpack_config, unpack_weights
 from coolchic.reconstruct import synthesize
 
 REQUIRED_SECTIONS = (SectionId.CONFIG, SectionId.WEIGHTS, SectionId.LATENTS)
+# This decoder's memory grows with the pixel count (about 0.5 kB per pixel at most), so it
+# refuses larger images before allocating anything; the encoder refuses them too.
+DECODER_MAX_PIXELS = 1 << 26
 
 
 def check_device(device: str) -> str:
@@ -58,6 +61,11 @@ class BitstreamInfo:
 
 def _parse(data: bytes) -> tuple[Header, dict[int, bytes], DecoderConfig]:
     header, sections = read_bitstream(data)
+    if header.height * header.width > DECODER_MAX_PIXELS:
+        raise BitstreamError(
+            f"a {header.width}x{header.height} image exceeds this decoder's limit of "
+            f"{DECODER_MAX_PIXELS} pixels"
+        )
     if header.codec_id != CodecId.COOLCHIC:
         raise BitstreamError(f"codec id {header.codec_id} is not supported by this decoder")
     missing = [s.name for s in REQUIRED_SECTIONS if s not in sections]

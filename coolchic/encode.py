@@ -13,7 +13,7 @@ import torch
 from coolchic.bitstream import CodecId, Header, SectionId, read_bitstream, write_bitstream
 from coolchic.complexity import mac_per_pixel
 from coolchic.config import DEFAULT_ARCH, DecoderConfig, LatentConfig, get_arch, grid_shapes
-from coolchic.decode import check_device
+from coolchic.decode import DECODER_MAX_PIXELS, check_device
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.io import read_image
@@ -112,6 +112,8 @@ def encode(
     check_device(device)
     array, bit_depth = _as_image(image)
     h, w, c = array.shape
+    if h * w > DECODER_MAX_PIXELS:
+        raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
     config = effective_config(config, h, w)
 
     start = time.perf_counter()

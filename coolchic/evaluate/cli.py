@@ -138,8 +138,10 @@ def evaluate_command(
     device: _Device = "cpu",
     seed: _Seed = 0,
 ) -> None:
-    """Measure rate-distortion on every image of DIRECTORY: our codec at each lambda and
-    the chosen classical codecs; writes per_image.tsv, summary.tsv, bdrate.md, rd.png."""
+    """Measure rate-distortion of our codec and classical codecs on the images of DIRECTORY.
+
+    Writes per_image.tsv, summary.tsv, bdrate.md and rd.png into --out; resumable.
+    """
     from coolchic.evaluate.evaluation import EvaluationSpec, evaluate
     from coolchic.evaluate.runner import BackendOptions
 
@@ -165,8 +167,10 @@ def reproduce_command(
     gpus_per_task: _Gpus = 0.0,
     ray_address: _RayAddress = None,
 ) -> None:
-    """Rebuild the paper's Kodak table and plot (COOL-CHIC, ICCV 2023) with our codec and the
-    classical baselines; prints the comparison with the published numbers."""
+    """Rebuild the COOL-CHIC paper's Kodak results, with the classical codecs beside them.
+
+    Prints our per-lambda means next to the published ones (ICCV 2023); resumable.
+    """
     from coolchic.evaluate.reproduce import reproduce
     from coolchic.evaluate.runner import BackendOptions
 

@@ -50,11 +50,23 @@ def code_revision() -> str:
     return f"{coolchic.__version__}+g{commit[:12]}" if commit else coolchic.__version__
 
 
+def _cpu_model() -> str:
+    """The CPU's model name on Linux (``/proc/cpuinfo``), else an empty string."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def machine_description(device: str = "cpu") -> str:
     """One line: OS, CPU, cores, Python, torch and the accelerator used (if any)."""
     parts = [
         platform.platform(terse=True),
-        platform.machine(),
+        _cpu_model() or platform.machine(),
         f"{os.cpu_count()} CPU cores",
         f"Python {platform.python_version()}",
     ]
