@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray,codecs]"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv with coolchic, the CPU build of torch and the dev tools
+install: $(VENV)/.installed  ## create .venv: coolchic, CPU torch, dev tools, ray, imagecodecs
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check coolchic tests benchmarks
@@ -38,6 +38,16 @@ demo: install  ## encode then decode the sample crop (about a minute on 2 cores)
 
 bench: install  ## speed benchmark (writes results/speed.tsv)
 	$(PY) benchmarks/speed.py
+
+reproduce-paper: install  ## Kodak RD protocol (PRESET=quick|paper JOBS=N BACKEND=local|ray KODAK_DIR=...)
+	$(PY) -m coolchic.evaluate.reproduce --preset $(PRESET) --jobs $(JOBS) --backend $(BACKEND) \
+		$(if $(KODAK_DIR),--kodak-dir $(KODAK_DIR))
+
+tools:  ## best effort: ffmpeg with x265 for the HEVC baseline (Debian/Ubuntu, as root)
+	@command -v ffmpeg >/dev/null && echo "ffmpeg: present" || \
+		{ command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg; } || \
+		echo "install ffmpeg with libx265 by hand for the HEVC baseline"
+	@command -v vvencapp >/dev/null || echo "note: the VVC baseline needs vvencapp/vvdecapp (not packaged): build fraunhoferhhi/vvenc and vvdec"
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist

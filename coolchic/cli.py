@@ -4,7 +4,6 @@ rich summary. Bad input gives one line on stderr and exit status 2, never a trac
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from coolchic.evaluate.cli import evaluate_command, reproduce_command
 
 app = typer.Typer(
     name="coolchic",
@@ -144,5 +145,5 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
     console.print(table)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    sys.exit(app())
+app.command("evaluate")(evaluate_command)
+app.command("reproduce-paper")(reproduce_command)

@@ -4,6 +4,7 @@ are normative and described in ``bitstream_spec.md`` (section payloads)."""
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -11,9 +12,15 @@ import numpy as np
 
 from coolchic.bitstream import BitstreamError
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig
-from coolchic.entropy.coder import EntropyError, SymbolDecoder, SymbolEncoder, rate_bits
+from coolchic.entropy.coder import (
+    EntropyError,
+    SymbolDecoder,
+    SymbolEncoder,
+    rate_bits,
+    symbols_from_values,
+)
 from coolchic.entropy.fixedpoint import MAX_FRAC, WEIGHT_MAX, QLayer
-from coolchic.entropy.tables import N_MU, N_SCALE
+from coolchic.entropy.tables import ALPHABET, N_MU, N_SCALE, PROB_BITS, flat_table
 
 ZERO_MEAN_ROW = (N_MU // 2) * N_SCALE  # table rows of a Laplace centred on an integer
 
@@ -81,17 +88,22 @@ def layer_shapes(config: DecoderConfig, channels: int) -> dict[str, list[tuple[t
     }
 
 
+@functools.cache
+def _zero_mean_costs() -> np.ndarray:
+    """(N_SCALE, ALPHABET) bits of each main symbol under each zero-mean table row."""
+    q = flat_table()[ZERO_MEAN_ROW : ZERO_MEAN_ROW + N_SCALE].astype(np.float64)
+    return PROB_BITS - np.log2(q)
+
+
 def best_scale_index(values: np.ndarray) -> tuple[int, float]:
     """The Laplace scale (table column) that codes these zero-centred integers in the fewest
-    bits, and that number of bits."""
+    bits, and that number of bits (escape extras cost the same under every scale)."""
     values = values.reshape(-1).astype(np.int64)
     centers = np.zeros_like(values)
-    best = (0, float("inf"))
-    for s in range(N_SCALE):
-        bits = rate_bits(values, centers, np.full_like(values, ZERO_MEAN_ROW + s))
-        if bits < best[1]:
-            best = (s, bits)
-    return best
+    symbols, _ = symbols_from_values(values, centers)
+    histogram = np.bincount(symbols, minlength=ALPHABET).astype(np.float64)
+    scale = int(np.argmin(_zero_mean_costs() @ histogram))
+    return scale, rate_bits(values, centers, np.full_like(values, ZERO_MEAN_ROW + scale))
 
 
 def weights_bits(layers: tuple[QLayer, ...] | list[QLayer]) -> float:

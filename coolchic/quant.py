@@ -60,7 +60,27 @@ def _float_layers(model: CoolChic) -> dict[str, list[tuple[torch.Tensor, torch.T
     }
 
 
-FRAC_CANDIDATES = tuple(range(2, 15))  # weight/bias steps 2^-2 ... 2^-14
+FRAC_RANGE = (2, 16)  # weight/bias steps searched: 2^-2 ... 2^-16
+FRAC_START = 8
+
+
+def _downhill(cost: Callable[[int], float], start: int) -> int:
+    """Integer minimizer of a cost that is unimodal in practice (coarser steps: fewer
+    bits, more error): step from `start` towards the lower neighbour until it rises."""
+    lo, hi = FRAC_RANGE
+    best, best_cost = start, cost(start)
+    for direction in (1, -1):
+        f = best + direction
+        improved = False
+        while lo <= f <= hi:
+            c = cost(f)
+            if c >= best_cost:
+                break
+            best, best_cost, improved = f, c, True
+            f += direction
+        if improved:
+            break
+    return best
 
 
 class _Search:
@@ -103,8 +123,8 @@ class _Search:
         for name in ("arm", "mlp", "residual"):
             if not self.float_layers[name]:
                 continue
-            best_w = min(FRAC_CANDIDATES, key=lambda f: self.cost(name, (f, f)))
-            best_b = min(FRAC_CANDIDATES, key=lambda f: self.cost(name, (best_w, f)))
+            best_w = _downhill(lambda f, n=name: self.cost(n, (f, f)), FRAC_START)
+            best_b = _downhill(lambda f, n=name, w=best_w: self.cost(n, (w, f)), best_w)
             self.fracs[name] = (best_w, best_b)
         weights = NetworkWeights(*(self.layers(n, self.fracs[n]) for n in ("arm", "mlp", "residual")))
         return QuantizedModel(self.model.config, self.grids, weights)

@@ -116,3 +116,31 @@ def test_decoder_imports_no_training_code():
         "print(bad); sys.exit(bool(bad))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_weight_scale_choice_is_the_cheapest_of_all_table_columns():
+    from coolchic.entropy.coder import rate_bits
+    from coolchic.entropy.tables import N_SCALE
+    from coolchic.payload import ZERO_MEAN_ROW, best_scale_index
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.laplace(0, 40, 300)).astype(np.int64)
+    values[:3] = [4000, -5000, 31]  # escapes
+    zeros = np.zeros_like(values)
+    brute = [rate_bits(values, zeros, np.full_like(values, ZERO_MEAN_ROW + s)) for s in range(N_SCALE)]
+    scale, bits = best_scale_index(values)
+    assert bits == pytest.approx(min(brute)) and brute[scale] == pytest.approx(min(brute))
+
+
+def test_step_search_finds_the_minimum_of_a_unimodal_cost():
+    from coolchic.quant import FRAC_RANGE, _downhill
+
+    for target in range(FRAC_RANGE[0], FRAC_RANGE[1] + 1):
+        calls = []
+
+        def cost(f, t=target, calls=calls):
+            calls.append(f)
+            return (f - t) ** 2
+
+        assert _downhill(cost, 8) == target
+        assert len(calls) <= abs(target - 8) + 3

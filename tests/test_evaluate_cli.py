@@ -56,6 +56,9 @@ def folder(tmp_path):
     (["--backend", "spark"], ["spark", "ray"]),
     (["--images", "nope"], ["nope"]),
     (["--jobs", "0"], ["--jobs"]),
+    (["--iterations", "0"], ["--iterations"]),
+    (["--arch", "huge"], ["huge"]),
+    (["--device", "tpu"], ["tpu"]),
 ])
 def test_bad_evaluate_options_exit_2_with_one_line(folder, args, words):
     out = folder / "run"
@@ -168,3 +171,20 @@ def test_evaluate_with_baselines_only_prints_bd_rates_and_writes_the_run(tmp_pat
     assert "wrote" in result.stdout and (out / "rd.png").exists()
     # Images below 161 pixels have no 5-scale MS-SSIM: NaN in the TSV, "-" in the table.
     assert "\tnan\t" in (out / "per_image.tsv").read_text()
+
+
+def test_reproduce_writes_the_run_and_the_comparison_with_the_paper(tmp_path):
+    from coolchic.evaluate.reproduce import reproduce
+    from tests.test_evaluate_runner import FakeCodec, make_images
+
+    kodak = make_images(tmp_path / "kodak")
+    fake = FakeCodec(str(tmp_path / "log"), name="coolchic-quick")
+    result = reproduce("quick", kodak_dir=kodak, out=tmp_path / "run", baselines=("jpeg420",),
+                       codec_factory=lambda spec: fake)
+    names = {p.name for p in result.files}
+    assert {"per_image.tsv", "summary.tsv", "bdrate.md", "rd.png", "comparison.md"} <= names
+    text = (tmp_path / "run" / "comparison.md").read_text()
+    assert "| 0.0001 |" in text and "40.776" in text  # the paper's lambda and PSNR
+    assert "BD-rate of ours against the paper's curve" in text
+    lambdas = {float(line.split()[0]) for line in (tmp_path / "log").read_text().splitlines()}
+    assert lambdas == set(paper_lambdas())

@@ -154,6 +154,7 @@ def test_an_interrupted_run_resumes_without_redoing_or_trusting_partial_files(im
     assert len(json.loads((out / "run.json").read_text())["invocations"]) == 2
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_where_it_stopped(images, tmp_path):
     out, log = tmp_path / "run", str(tmp_path / "log")
     script = f"""
@@ -191,6 +192,7 @@ def test_a_run_folder_of_other_crops_is_refused(images, tmp_path):
                  codec_factory=factory(codec))
 
 
+@pytest.mark.slow
 def test_a_process_pool_gives_the_same_rows_as_one_process(images, tmp_path):
     log = str(tmp_path / "log")
     spec = spec_for(images, tmp_path / "one", images=("img0", "img1"))

@@ -112,6 +112,7 @@ _Cpus = Annotated[float, typer.Option(help="Ray: CPUs reserved per job.")]
 _Iterations = Annotated[int | None, typer.Option(help="Override the preset's iterations.")]
 _Device = Annotated[str, typer.Option(help="cpu or cuda, for our codec.")]
 _Seed = Annotated[int, typer.Option(help="Random seed of our codec.")]
+_Arch = Annotated[str | None, typer.Option(help="Decoder configuration of our codec [default].")]
 _Protocol = Annotated[str, typer.Option(
     help="Protocol: quick (CPU, 256x256 crops), paper (whole images, GPU), or a preset name.")]
 _Kodak = Annotated[Path | None, typer.Option(help="Folder holding kodim01.png ... kodim24.png.")]
@@ -137,6 +138,7 @@ def evaluate_command(
     iterations: _Iterations = None,
     device: _Device = "cpu",
     seed: _Seed = 0,
+    arch: _Arch = None,
 ) -> None:
     """Measure rate-distortion of our codec and classical codecs on the images of DIRECTORY.
 
@@ -149,6 +151,7 @@ def evaluate_command(
         images_dir=directory, out=out, lambdas=() if only_baselines else parse_lambdas(lmbda),
         preset=None if only_baselines else preset, baselines=parse_baselines(baselines),
         crop=crop, images=_names(images), iterations=iterations, device=device, seed=seed,
+        arch=arch,
     )
     options = BackendOptions(backend=backend, jobs=jobs, ray_address=ray_address,
                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)

@@ -93,6 +93,22 @@ def check_preset(preset: str) -> str:
     return preset
 
 
+def check_codec_options(spec: EvaluationSpec) -> None:
+    """Refuse our codec's bad options before anything is written or trained."""
+    from coolchic.config import get_arch
+    from coolchic.decode import check_device
+
+    check_preset(spec.preset)
+    if spec.iterations is not None and spec.iterations < 1:
+        raise EvaluationError(f"--iterations must be >= 1, got {spec.iterations}")
+    try:
+        check_device(spec.device)
+        if spec.arch is not None:
+            get_arch(spec.arch)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
+
+
 def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Codec] | None = None
          ) -> tuple[list[Job], dict[str, Codec], list[str]]:
     """Jobs of a run, the codec objects they name, and notes on codecs skipped here.
@@ -115,7 +131,7 @@ def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Code
     settings: dict[str, Sequence[float]] = {}
     if spec.preset is not None and lambdas:
         if codec_factory is None:
-            check_preset(spec.preset)
+            check_codec_options(spec)
             codec = CoolchicCodec(preset_name=spec.preset, iterations=spec.iterations,
                                   device=spec.device, seed=spec.seed, arch=spec.arch)
         else:

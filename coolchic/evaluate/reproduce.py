@@ -24,6 +24,8 @@ Standalone: ``python -m coolchic.evaluate.reproduce --help``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from coolchic.evaluate.evaluation import (
     check_preset,
     evaluate,
 )
-from coolchic.evaluate.jobs import CoolchicCodec
+from coolchic.evaluate.jobs import Codec, CoolchicCodec
 from coolchic.evaluate.published import PAPER_VERSION, paper_lambdas, paper_points
 from coolchic.evaluate.report import complete_points, curves
 from coolchic.evaluate.runner import BackendOptions
@@ -140,9 +142,10 @@ def comparison_markdown(store: RunStore, codec: str, protocol: Protocol) -> str:
         args = ([p.bpp for p in published], [p.psnr_db for p in published],
                 [p.bpp for p in points], [p.psnr_db for p in points])
         rate, psnr = bd_rate(*args), bd_quality(*args)
-        lines += ["", f"BD-rate of ours against the paper's curve (mean PSNR): "
-                  f"{rate.value:+.2f} % (overlap {rate.overlap:.2f}); "
-                  f"BD-PSNR {psnr.value:+.3f} dB."]
+        shown = "none (no common PSNR range)" if math.isnan(rate.value) else (
+            f"{rate.value:+.2f} % (overlap {rate.overlap:.2f})")
+        lines += ["", f"BD-rate of ours against the paper's curve (mean PSNR): {shown}; "
+                  f"BD-PSNR {psnr.value:+.3f} dB (overlap {psnr.overlap:.2f})."]
     return "\n".join(lines) + "\n"
 
 
@@ -153,9 +156,21 @@ def reproduce(
     kodak_dir: Path | None = None,
     out: Path | None = None,
     device: str = "cpu",
+    baselines: tuple[str, ...] = tuple(CLASSICAL),
     console: Console | None = None,
+    codec_factory: Callable[[EvaluationSpec], Codec] | None = None,
 ) -> EvaluationResult:
     """Run the protocol ``preset`` on Kodak and write the run folder plus comparison.md.
+
+    Args:
+        preset: protocol name (module docstring) or training preset.
+        options: backend and parallelism.
+        kodak_dir: folder of the Kodak images (default: see :func:`find_kodak`).
+        out: run folder (default ``results/runs/kodak-<protocol>``).
+        device: where our codec trains (``cpu`` or ``cuda``).
+        baselines: classical codecs to run beside ours (default: all, skipped if missing).
+        console: where progress goes (default: stderr).
+        codec_factory: replaces our codec (tests).
 
     Returns:
         The evaluation's result, comparison.md included in its files. Resumable like any
@@ -169,10 +184,10 @@ def reproduce(
                   f" results in {out}", highlight=False)
     spec = EvaluationSpec(
         images_dir=images_dir, out=out, lambdas=paper_lambdas(), preset=protocol.preset,
-        baselines=tuple(CLASSICAL), crop=protocol.crop, device=device,
+        baselines=baselines, crop=protocol.crop, device=device,
     )
-    result = evaluate(spec, options, console=console)
-    codec = CoolchicCodec(protocol.preset).name
+    result = evaluate(spec, options, console=console, codec_factory=codec_factory)
+    codec = (codec_factory or (lambda s: CoolchicCodec(protocol.preset)))(spec).name
     text = comparison_markdown(RunStore(out), codec, protocol)
     path = out / "comparison.md"
     atomic_write_bytes(path, text.encode())

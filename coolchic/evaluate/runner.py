@@ -15,6 +15,7 @@ A run interrupted at any point (Ctrl-C, kill -9) loses at most the jobs in fligh
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -26,6 +27,7 @@ from coolchic.evaluate.errors import EvaluationError
 from coolchic.evaluate.jobs import Codec, Job, Outcome, run_job
 from coolchic.evaluate.store import RunStore
 
+RAY_MISSING = "--backend ray needs Ray: pip install 'coolchic[ray]'"
 Backend = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = ("local", "ray")
 
@@ -58,6 +60,8 @@ class BackendOptions:
             raise EvaluationError(f"--jobs must be >= 1, got {self.jobs}")
         if self.cpus_per_task <= 0 or self.gpus_per_task < 0:
             raise EvaluationError("CPUs per task must be > 0 and GPUs per task >= 0")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise EvaluationError(RAY_MISSING)
 
 
 def pending_jobs(jobs: Sequence[Job], store: RunStore) -> list[Job]:
@@ -130,9 +134,7 @@ def _run_ray(jobs: Sequence[Job], codecs: dict[str, Codec], options: BackendOpti
     try:
         import ray
     except ImportError:
-        raise EvaluationError(
-            "--backend ray needs Ray: pip install 'coolchic[ray]'"
-        ) from None
+        raise EvaluationError(RAY_MISSING) from None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False)
