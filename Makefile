@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # build). Users with a GPU can run: make install TORCH_SPEC="torch==2.13.0" with their index.
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= quick
-JOBS ?= 1
+JOBS ?= 2
 BACKEND ?= local
 KODAK_DIR ?= $(if $(wildcard ../shared/data/kodak),../shared/data/kodak,)
 LMBDA ?= 0.001
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv: coolchic, CPU torch, dev tools, ray, imagecodecs
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check coolchic tests benchmarks
+	$(VENV)/bin/ruff check coolchic tests $(wildcard benchmarks)
 
 test: install lint  ## lint, then the whole test suite (a few minutes on 2 cores)
 	$(VENV)/bin/pytest -q

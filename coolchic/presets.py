@@ -54,7 +54,7 @@ def _recipe(name: str, n_noise: int, n_ste: int, description: str) -> Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        _recipe("quick", 1200, 150, "reduced CPU protocol for make reproduce-paper (crops)"),
+        _recipe("quick", 650, 100, "reduced CPU protocol of make reproduce-paper (256x256 crops)"),
         _recipe("fast", 2500, 300, "a few minutes for a Kodak image on 2 CPU cores"),
         _recipe("medium", 6000, 600, "about 3x fast"),
         _recipe("slow", 20000, 2000, "paper-grade; meant for a GPU"),
