@@ -18,6 +18,7 @@ from coolchic.entropy.tables import (
     LOG_SCALE_FRAC_BITS,
     LOG_SCALE_MIN_FP,
     MU_FRAC_BITS,
+    N_MU,
     N_SCALE,
 )
 
@@ -46,17 +47,44 @@ def scaled_bias(layer: QLayer, acc_frac: int) -> np.ndarray:
     return np.floor(layer.bias.astype(np.float64) * 2.0 ** (acc_frac - layer.b_frac))
 
 
-def rescale(acc: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
-    """floor(acc * 2^(to_frac - from_frac)), exact for integer-valued float64 arrays."""
-    return np.floor(acc * 2.0 ** (to_frac - from_frac))
-
-
 class IntegerArm:
-    """The ARM with integer weights, prepared once for fast repeated evaluation."""
+    """The ARM with integer weights, prepared once for fast repeated evaluation.
+
+    Each layer is stored as one float64 matrix that also carries its bias and its rescaling:
+    the input rows end with a constant 1 (the bias row of the matrix multiplies it), every
+    hidden layer passes that 1 on in an extra output column, and the power-of-two rescale
+    to the next layer's scale (or to the table's mean and log-scale steps, with the table's
+    offsets added) is folded into the matrix. Scaling by a power of two is exact, so
+    ``floor(a @ M)`` is bit for bit ``floor((a @ W + b) * 2^k)`` of the plain formulation;
+    one BLAS call and three in-place ufuncs per hidden layer is what makes a decoding wave
+    cheap.
+    """
 
     def __init__(self, layers: Sequence[QLayer]):
         self.layers = list(layers)
-        self._weights = [layer.weight.astype(np.float64).T.copy() for layer in self.layers]
+        self.context = self.layers[0].weight.shape[1]
+        self._matrices = []
+        frac, last = 0, len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            acc_frac = layer.w_frac + frac
+            n_out, n_in = layer.weight.shape
+            if i < last:  # rescale to ARM_FRAC; column n_out carries the constant 1 on
+                scale = np.full(n_out, 2.0 ** (ARM_FRAC - acc_frac))
+                offset = np.zeros(n_out)
+                m = np.zeros((n_in + 1, n_out + 1))
+                m[n_in, n_out] = 1.0
+            else:  # column 0: mean + half a step in 2^-MU_FRAC_BITS; 1: ln-scale index
+                scale = 2.0 ** (np.array([MU_FRAC_BITS, LOG_SCALE_FRAC_BITS]) - acc_frac)
+                offset = np.array([1 << (MU_FRAC_BITS - 1), -LOG_SCALE_MIN_FP], dtype=np.float64)
+                m = np.zeros((n_in + 1, n_out))
+            m[:n_in, :n_out] = layer.weight.astype(np.float64).T * scale
+            m[n_in, :n_out] = scaled_bias(layer, acc_frac) * scale + offset
+            self._matrices.append(m)
+            frac = ARM_FRAC
+        # Rows per call for large batches: below OpenBLAS's threading threshold
+        # (rows * in * out < 2^18), since its worker threads slowed this code down 10x on a
+        # busy 2-core machine; chunks of this size also stay in cache.
+        self.batch_rows = max(16, (1 << 18) // max(m.size for m in self._matrices))
 
     def table_rows(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map contexts to coding parameters.
@@ -68,20 +96,26 @@ class IntegerArm:
             centers: (N,) int64, the integer part m of the Laplace mean mu = m + delta.
             rows: (N,) int64, the row of the flat probability table (delta, scale).
         """
-        a, frac = contexts, 0
-        last = len(self.layers) - 1
-        for i, (layer, w) in enumerate(zip(self.layers, self._weights)):
-            acc_frac = layer.w_frac + frac
-            acc = a @ w + scaled_bias(layer, acc_frac)  # (N, out)
-            if i == last:
-                break
-            a = np.clip(rescale(acc, acc_frac, ARM_FRAC), 0.0, ACT_MAX)  # ReLU, bounded
-            frac = ARM_FRAC
-        mu_fp = rescale(acc[:, 0], acc_frac, MU_FRAC_BITS)  # mean in units of 2^-5
-        ls_fp = rescale(acc[:, 1], acc_frac, LOG_SCALE_FRAC_BITS)  # ln-scale in 2^-4
-        half = 1 << (MU_FRAC_BITS - 1)
-        centers = np.floor((mu_fp + half) * 2.0**-MU_FRAC_BITS)
-        delta_index = (mu_fp + half - centers * (1 << MU_FRAC_BITS)).astype(np.int64)
-        centers = np.clip(centers, -LATENT_MAX, LATENT_MAX).astype(np.int64)
-        scale_index = np.clip(ls_fp - LOG_SCALE_MIN_FP, 0, N_SCALE - 1).astype(np.int64)
-        return centers, delta_index * N_SCALE + scale_index
+        ones = np.ones((contexts.shape[0], 1))
+        return self.table_rows_augmented(np.concatenate((contexts, ones), axis=1))
+
+    def table_rows_augmented(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`table_rows` of (N, context + 1) contexts whose last column is 1.0 (the decoder
+        gathers that 1 along with the neighbours, saving a copy per wave)."""
+        a = contexts
+        for m in self._matrices[:-1]:
+            a = a @ m  # (N, width + 1)
+            np.floor(a, out=a)
+            a.clip(0.0, ACT_MAX, out=a)  # ReLU, bounded
+        out = np.floor(a @ self._matrices[-1])  # (N, 2): mean + half a step, ln-scale index
+        v = out.astype(np.int64)
+        scale_index = v[:, 1]
+        np.maximum(scale_index, 0, out=scale_index)
+        np.minimum(scale_index, N_SCALE - 1, out=scale_index)
+        rows = v[:, 0] & (N_MU - 1)  # mean offset index
+        rows *= N_SCALE
+        rows += scale_index
+        centers = v[:, 0] >> MU_FRAC_BITS  # floor(mu + 1/2)
+        np.maximum(centers, -LATENT_MAX, out=centers)
+        np.minimum(centers, LATENT_MAX, out=centers)
+        return centers, rows

@@ -7,8 +7,13 @@ so one wave holds the latents of every grid with that t: the decoder runs one in
 evaluation and one entropy-decoder call per wave for all grids together. The encoder codes
 all symbols in that same order with one call.
 
-All grids live in one flat float64 buffer, each padded with zeros (CONTEXT_ROWS rows above,
-CONTEXT_COLS columns left and right) so that a context is a fixed set of flat offsets.
+All grids live in one flat float64 buffer of rows of one common width (the widest grid's plus
+CONTEXT_COLS zeros on each side), each grid below CONTEXT_ROWS rows of zeros, so that a
+context is the same set of flat offsets in every grid. The buffer ends with one cell holding
+1.0, gathered as the last context column (the bias input of
+`IntegerArm.table_rows_augmented`). The decoder computes the flat indices of the contexts
+for runs of waves at once, so a decoding wave is one gather, the ARM, one entropy-decoder
+call and one scatter.
 """
 
 from __future__ import annotations
@@ -21,82 +26,97 @@ from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, wavefro
 from coolchic.entropy.coder import SymbolDecoder, SymbolEncoder, rate_bits
 from coolchic.entropy.fixedpoint import IntegerArm
 
+WAVES_PER_INDEX = 64  # waves whose context indices the decoder computes at once
+
 
 @dataclass(frozen=True)
 class Schedule:
     """Where each latent lives in the flat buffer and when it is decoded."""
 
     shapes: tuple[tuple[int, int], ...]
-    starts: np.ndarray  # (n_grids,) int64: flat start of each padded grid
-    buffer_size: int
-    order: np.ndarray  # (N,) int64: flat buffer index of each latent, in decoding order
-    grid_of: np.ndarray  # (N,) int64: grid of each latent, in decoding order
-    offsets: np.ndarray  # (n_grids, context) int64: flat offsets of the context neighbours
+    starts: np.ndarray  # (n_grids,) int64: flat start of each grid's block (its zero rows first)
+    row_width: int  # cells per buffer row: widest grid + 2 * CONTEXT_COLS
+    buffer_size: int  # cells, the final 1.0 included
+    order: np.ndarray  # (N,) int32 (int64 for huge buffers): flat index of each latent, in
+    # decoding order
+    offsets: np.ndarray  # (context,) same dtype: flat offsets of the context neighbours
     wave_bounds: np.ndarray  # (n_waves + 1,): wave w is order[wave_bounds[w]:wave_bounds[w+1]]
 
-    def contexts(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """(stop - start, context) neighbour values of latents order[start:stop]."""
-        index = self.order[start:stop, None] + self.offsets[self.grid_of[start:stop]]
-        return buffer[index]
+    def context_index(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, context + 1) flat index of the neighbours of latents
+        order[start:stop], then of the final 1.0 cell."""
+        index = np.empty((stop - start, len(self.offsets) + 1), dtype=self.order.dtype)
+        np.add(self.order[start:stop, None], self.offsets, out=index[:, :-1])
+        index[:, -1] = self.buffer_size - 1
+        return index
 
-    def padded_width(self, k: int) -> int:
-        return self.shapes[k][1] + 2 * CONTEXT_COLS
+    def contexts(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """(stop - start, context + 1) neighbour values of latents order[start:stop], then 1."""
+        return buffer.take(self.context_index(start, stop))
 
     def grid_view(self, buffer: np.ndarray, k: int) -> np.ndarray:
         """The (h, w) interior of grid k in the flat buffer."""
         h, w = self.shapes[k]
-        pw = self.padded_width(k)
-        block = buffer[self.starts[k] : self.starts[k] + (h + CONTEXT_ROWS) * pw]
-        return block.reshape(h + CONTEXT_ROWS, pw)[CONTEXT_ROWS:, CONTEXT_COLS : CONTEXT_COLS + w]
+        block = buffer[self.starts[k] : self.starts[k] + (h + CONTEXT_ROWS) * self.row_width]
+        block = block.reshape(h + CONTEXT_ROWS, self.row_width)
+        return block[CONTEXT_ROWS:, CONTEXT_COLS : CONTEXT_COLS + w]
 
 
 def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
     slope = wavefront_slope(context)
-    starts, size = [], 0
-    waves, grids, flat = [], [], []
-    for k, (h, w) in enumerate(shapes):
-        pw = w + 2 * CONTEXT_COLS
-        starts.append(size)
-        rows, cols = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    row_width = max(w for _, w in shapes) + 2 * CONTEXT_COLS
+    size = sum(h + CONTEXT_ROWS for h, _ in shapes) * row_width
+    itype = np.int32 if size < (1 << 31) - 1 else np.int64  # int32: half the memory traffic
+    starts, waves, flat = [], [], []
+    start = 0
+    for h, w in shapes:
+        starts.append(start)
+        rows, cols = np.divmod(np.arange(h * w, dtype=itype), itype(w))
         waves.append(slope * rows + cols)
-        grids.append(np.full(h * w, k, dtype=np.int64))
-        flat.append(size + (rows + CONTEXT_ROWS) * pw + cols + CONTEXT_COLS)
-        size += (h + CONTEXT_ROWS) * pw
-    wave, grid, index = np.concatenate(waves), np.concatenate(grids), np.concatenate(flat)
-    perm = np.lexsort((index, wave))  # by wave, then grid and raster position
-    wave = wave[perm]
+        flat.append(start + (rows + CONTEXT_ROWS) * row_width + cols + CONTEXT_COLS)
+        start += (h + CONTEXT_ROWS) * row_width
+    wave, index = np.concatenate(waves), np.concatenate(flat)
+    # by wave, then grid and raster position: `index` already increases, so a stable sort
+    # by wave is enough (a radix sort when the waves fit 16 bits)
+    last_wave = max(slope * (h - 1) + w - 1 for h, w in shapes)  # grid 0's last latent
+    key = wave.astype(np.uint16) if last_wave < (1 << 16) else wave
+    perm = np.argsort(key, kind="stable")
+    wave, order = wave[perm], index[perm]
     n_waves = int(wave[-1]) + 1
     bounds = np.searchsorted(wave, np.arange(n_waves + 1), side="left")
-    offsets = np.array(
-        [[dr * (w + 2 * CONTEXT_COLS) + dc for dr, dc in context_offsets(context)]
-         for _, w in shapes],
-        dtype=np.int64,
-    )  # (n_grids, context)
+    offsets = np.array([dr * row_width + dc for dr, dc in context_offsets(context)], dtype=itype)
     return Schedule(
-        shapes=tuple(shapes), starts=np.array(starts, dtype=np.int64), buffer_size=size,
-        order=index[perm], grid_of=grid[perm], offsets=offsets, wave_bounds=bounds,
+        shapes=tuple(shapes), starts=np.array(starts, dtype=np.int64), row_width=row_width,
+        buffer_size=size + 1, order=order, offsets=offsets, wave_bounds=bounds,
     )
 
 
-def fill_buffer(schedule: Schedule, grids: list[np.ndarray]) -> np.ndarray:
+def _new_buffer(schedule: Schedule) -> np.ndarray:
     buffer = np.zeros(schedule.buffer_size, dtype=np.float64)
+    buffer[-1] = 1.0
+    return buffer
+
+
+def fill_buffer(schedule: Schedule, grids: list[np.ndarray]) -> np.ndarray:
+    buffer = _new_buffer(schedule)
     for k, grid in enumerate(grids):
         schedule.grid_view(buffer, k)[...] = grid
     return buffer
 
 
 def coding_parameters(
-    schedule: Schedule, buffer: np.ndarray, arm: IntegerArm, chunk: int = 1 << 16
+    schedule: Schedule, buffer: np.ndarray, arm: IntegerArm
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values, centres and table rows of every latent in decoding order (encoder side:
-    all latents are known, so contexts are gathered in large chunks)."""
+    all latents are known, so contexts are gathered in chunks of `arm.batch_rows`)."""
     n = len(schedule.order)
+    chunk = arm.batch_rows
     values = buffer[schedule.order].astype(np.int64)
     centers = np.empty(n, dtype=np.int64)
     rows = np.empty(n, dtype=np.int64)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        centers[s:e], rows[s:e] = arm.table_rows(schedule.contexts(buffer, s, e))
+        centers[s:e], rows[s:e] = arm.table_rows_augmented(schedule.contexts(buffer, s, e))
     return values, centers, rows
 
 
@@ -116,12 +136,18 @@ def encode_latents(schedule: Schedule, grids: list[np.ndarray], arm: IntegerArm)
 
 def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm) -> list[np.ndarray]:
     """Decode the grids wave by wave; raises EntropyError on corrupt data."""
-    buffer = np.zeros(schedule.buffer_size, dtype=np.float64)
+    buffer = _new_buffer(schedule)
     decoder = SymbolDecoder(data)
-    bounds = schedule.wave_bounds
-    for w in range(len(bounds) - 1):
-        s, e = int(bounds[w]), int(bounds[w + 1])
-        centers, rows = arm.table_rows(schedule.contexts(buffer, s, e))
-        buffer[schedule.order[s:e]] = decoder.decode(centers, rows)
+    bounds = schedule.wave_bounds.tolist()
+    order, table_rows = schedule.order, arm.table_rows_augmented
+    for w0 in range(0, len(bounds) - 1, WAVES_PER_INDEX):
+        # the context indices of a run of waves at once: vectorized, and small enough to stay
+        # in cache (a whole image's would be tens of MB)
+        waves = bounds[w0 : w0 + WAVES_PER_INDEX + 1]
+        index = schedule.context_index(waves[0], waves[-1])  # (n, context + 1)
+        for s, e in zip(waves[:-1], waves[1:]):  # the hot loop: one wave of every grid
+            contexts = buffer.take(index[s - waves[0] : e - waves[0]])  # (e - s, context + 1)
+            centers, rows = table_rows(contexts)  # (e - s,), (e - s,)
+            buffer[order[s:e]] = decoder.decode(centers, rows)
     decoder.finish()
     return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]

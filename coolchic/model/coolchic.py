@@ -12,11 +12,11 @@ from torch import nn
 from coolchic.config import DecoderConfig, grid_shapes
 from coolchic.entropy.tables import LOG_SCALE_MAX, LOG_SCALE_MIN
 from coolchic.model.arm import Arm, gather_contexts
+from coolchic.model.fused import EAGER, MIN_PROB, Kernels, arm_rate, synthesis_mse, upsample_stack
 from coolchic.model.synthesis import Synthesis
 from coolchic.model.upsampling import upsample_cascade
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
-MIN_PROB = 2.0**-24  # the integer tables never give a symbol less than 2^-24
 
 
 def laplace_cdf(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,20 @@ class CoolChic(nn.Module):
         rate = laplace_bits(flat, params[:, 0], params[:, 1]).sum()
         x_hat = self.synthesis(upsample_cascade(q))
         return x_hat, rate
+
+    def loss_terms(self, quantize: Quantizer, image: torch.Tensor, *,
+                   kernels: Kernels = EAGER) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MSE against `image` (1, C, H, W), rate in bits) of the training proxy: the same
+        values and gradients as ``forward`` followed by the MSE, computed by the hand-fused
+        kernels of ``coolchic.model.fused`` (several times faster on CPU)."""
+        q = [quantize(y) for y in self.latents]
+        layers = [(m.weight, m.bias) for m in self.arm.layers]
+        rate = arm_rate(q, layers, self.config.arm.context, kernels=kernels)
+        syn = self.synthesis
+        mse = synthesis_mse(q[0], upsample_stack(q), image,
+                            [(m.weight, m.bias) for m in syn.mlp],
+                            [(m.weight, m.bias) for m in syn.residual])
+        return mse, rate
 
     def n_latents(self) -> int:
         return sum(y.numel() for y in self.latents)

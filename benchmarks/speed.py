@@ -1,0 +1,281 @@
+"""Speed benchmark: decode time and memory, training ms per iteration, and the distance to
+this machine's physical floor. Writes results/speed.tsv (see README).
+
+    python benchmarks/speed.py [DATASET] [--images N] [--repeats R] [--threads T]
+
+DATASET defaults to ../shared/data/kodak when it exists (PNG files). Each image is encoded
+with few training iterations (--iterations, default 50): decoding costs the same whatever
+the training length, since the decoder's work depends only on the image size and the
+decoder configuration, not on the latent values. Each bitstream is decoded in a fresh
+process (--repeats timed decodes after one warm-up; the median is reported, the first,
+cold decode too) whose peak resident memory is reported.
+
+The floor: a model's multiply-accumulates (MAC) divided by this machine's float32 (training)
+or float64 (decoding) matrix-multiply throughput, measured with a large torch matmul. A
+training iteration is counted as 3x the decoder's MAC (forward, and the two products per
+layer of the backward pass); the ARM runs over every latent. The ratio measured / floor
+says how far the implementation is from what the arithmetic alone would cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = REPO.parent / "shared" / "data" / "kodak"
+TRAIN_SIZES = ((512, 768), (256, 256))  # (H, W)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Throughput of one large (n, n) @ (n, n) matmul, GFLOP/s (median of `repeats`)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, it does not inherit
+    the parent's peak across fork and exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _decode_child(path: str, repeats: int, device: str) -> None:
+    """Runs in a fresh process: decode `path` 1 + repeats times, print JSON."""
+    t = time.perf_counter()
+    from coolchic.decode import decode
+
+    import_s = time.perf_counter() - t
+    data = Path(path).read_bytes()
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        decode(data, device=device)
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"import_s": import_s, "times": times, "peak_mb": _peak_mb()}))
+
+
+def _baseline_child() -> None:
+    import coolchic.decode  # noqa: F401
+
+    print(json.dumps({"peak_mb": _peak_mb()}))
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_decode(images: list[Path], arch: str, opts, work: Path) -> list[dict]:
+    from coolchic.complexity import mac_per_pixel
+    from coolchic.config import get_arch
+    from coolchic.encode import encode
+
+    rows = []
+    for path in images:
+        result = encode(path, lmbda=1e-3, iterations=opts.iterations, arch=arch)
+        stream = work / f"{path.stem}_{arch}.bin"
+        stream.write_bytes(result.data)
+        r = _child(["--decode-child", str(stream), str(opts.repeats), opts.device])
+        h, w = result.report.height, result.report.width
+        macs = mac_per_pixel(get_arch(arch), h, w, result.report.channels).total
+        median = statistics.median(r["times"][1:])
+        rows.append({"image": path.stem, "size": f"{w}x{h}", "median_s": median,
+                     "cold_s": r["times"][0], "peak_mb": r["peak_mb"], "mac_per_pixel": macs,
+                     "pixels": h * w, "bytes": len(result.data), "load": _load()})
+        print(f"decode {arch:8s} {path.stem}: median {median * 1000:.0f} ms, first "
+              f"{r['times'][0] * 1000:.0f} ms, peak RSS {r['peak_mb']:.0f} MB (load {_load()})",
+              flush=True)
+    return rows
+
+
+def _time(fn, steps: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
+    """ms per training iteration (forward, backward, Adam step) and its split."""
+    from coolchic.config import get_arch
+    from coolchic.model.coolchic import CoolChic
+    from coolchic.model.fused import arm_rate, synthesis_mse, upsample_stack
+    from coolchic.quant import make_quantizer
+
+    h, w = size
+    torch.manual_seed(0)
+    device = opts.device
+    model = CoolChic(get_arch(arch), h, w, 3).to(device)
+    with torch.no_grad():
+        for y in model.latents:
+            y.normal_(0, 2)
+    image = torch.rand(1, 3, h, w, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    noise = make_quantizer("noise")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        mse, rate = model.loss_terms(noise, image)
+        loss = mse + 1e-3 * rate / (h * w)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync()
+
+    total = _time(step, opts.steps)
+    q = [y.detach() + 0.1 for y in model.latents]
+    for t in q:
+        t.requires_grad_()
+    layers = [(m.weight, m.bias) for m in model.arm.layers]
+    mlp = [(m.weight, m.bias) for m in model.synthesis.mlp]
+    convs = [(m.weight, m.bias) for m in model.synthesis.residual]
+    coarser = upsample_stack([t.detach() for t in q])
+    if coarser is not None:
+        coarser.requires_grad_()
+    finest = q[0].detach().clone().requires_grad_()
+
+    def arm():
+        arm_rate(q, layers, model.config.arm.context).backward()
+        sync()
+
+    def up():
+        upsample_stack(q).sum().backward()
+        sync()
+
+    def syn():
+        synthesis_mse(finest, coarser, image, mlp, convs).backward()
+        sync()
+
+    split = {"arm_rate": _time(arm, opts.steps), "upsampling": _time(up, opts.steps),
+             "synthesis_mse": _time(syn, opts.steps), "optimizer": _time(optimizer.step, opts.steps)}
+    print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter; fwd+bwd split (ms) "
+          + ", ".join(f"{k} {v:.1f}" for k, v in split.items()) + f" (load {_load()})", flush=True)
+    return {"ms": total, "split": split, "latents": model.n_latents()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--images", type=int, default=3, help="images decoded per operating point")
+    parser.add_argument("--repeats", type=int, default=5, help="timed decodes after the warm-up")
+    parser.add_argument("--iterations", type=int, default=50, help="training iterations per bitstream")
+    parser.add_argument("--steps", type=int, default=10, help="timed training iterations")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (training default)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "speed.tsv")
+    parser.add_argument("--decode-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.decode_child:
+        _decode_child(opts.decode_child[0], int(opts.decode_child[1]), opts.decode_child[2])
+        return
+    if opts.baseline_child:
+        _baseline_child()
+        return
+
+    from coolchic.complexity import mac_per_pixel
+    from coolchic.config import ARCHS
+
+    torch.set_num_threads(opts.threads)
+    load_start = _load()
+    f32 = matmul_gflops(torch.float32)
+    f64 = matmul_gflops(torch.float64)
+    machine = (f"{_cpu_model()}; {os.cpu_count()} cores; torch {torch.__version__}; "
+               f"numpy {np.__version__}; Python {platform.python_version()}; "
+               f"intra-op threads {opts.threads}; device {opts.device}")
+    print(f"machine: {machine}\nload average at start: {load_start}\n"
+          f"matmul throughput: float32 {f32:.0f} GFLOP/s, float64 {f64:.0f} GFLOP/s", flush=True)
+    rows = []
+    if not opts.skip_decode:
+        images = sorted(opts.dataset.glob("*.png"))[: opts.images]
+        if not images:
+            sys.exit(f"no PNG images in {opts.dataset}; pass a dataset path")
+        print(f"decoding {len(images)} image(s) per operating point; bitstreams trained for "
+              f"{opts.iterations} iterations (decode cost does not depend on training length)")
+        baseline = _child(["--baseline-child"])["peak_mb"]
+        with tempfile.TemporaryDirectory() as work:
+            decoded = [(arch, r) for arch in ARCHS
+                       for r in bench_decode(images, arch, opts, Path(work))]
+        for arch, r in decoded:
+            floor_s = 2 * r["mac_per_pixel"] * r["pixels"] / (f64 * 1e9)
+            rows.append(["decode", arch, r["image"], r["size"], f"{r['median_s'] * 1000:.1f}",
+                         f"{r['cold_s'] * 1000:.1f}", f"{r['peak_mb']:.0f}",
+                         f"{r['peak_mb'] - baseline:.0f}", f"{r['mac_per_pixel']:.1f}",
+                         f"{floor_s * 1000:.2f}", f"{r['median_s'] / floor_s:.0f}", r["load"]])
+    if not opts.skip_train:
+        for arch in ARCHS:
+            for h, w in TRAIN_SIZES:
+                r = bench_train((h, w), arch, opts)
+                macs = mac_per_pixel(ARCHS[arch], h, w, 3).total
+                floor_ms = 2 * 3 * macs * h * w / (f32 * 1e9) * 1000
+                split = " ".join(f"{k}={v:.1f}" for k, v in r["split"].items())
+                rows.append(["train", arch, split, f"{w}x{h}", f"{r['ms']:.1f}", "", "", "",
+                             f"{macs:.1f}", f"{floor_ms:.2f}", f"{r['ms'] / floor_ms:.0f}", _load()])
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"# machine: {machine}",
+        f"# matmul throughput: float32 {f32:.1f} GFLOP/s, float64 {f64:.1f} GFLOP/s",
+        f"# load average (1, 5, 15 min) at start: {load_start}; at end: {_load()}",
+        f"# decode: median of {opts.repeats} decodes after a warm-up, in a fresh process; "
+        f"first_ms is that process's first decode (tables built); bitstreams trained for "
+        f"{opts.iterations} iterations: decode cost does not depend on training length",
+        "# peak_mb: peak resident memory of the decoding process; above_import_mb: minus "
+        "that of a process that only imported the decoder",
+        "# train: ms per iteration (forward, backward, Adam step) on a random image; the "
+        "split (fwd+bwd each, ms) is in the image column",
+        "# floor_ms: MAC (x3 for training) / matmul throughput; ratio = measured / floor",
+        "\t".join(["kind", "arch", "image", "size", "median_ms", "first_ms", "peak_mb",
+                   "above_import_mb", "mac_per_pixel", "floor_ms", "ratio", "load_avg"]),
+    ]
+    opts.out.write_text("\n".join(header + ["\t".join(r) for r in rows]) + "\n")
+    print(f"wrote {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
