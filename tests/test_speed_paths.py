@@ -264,6 +264,17 @@ def _fused_loss(model, image, noise, lmbda):
     return mse, rate, mse + lmbda * rate
 
 
+def _assert_fused_matches_reference(model, image, noise):
+    """Fused and reference losses agree in value and in every parameter's gradient."""
+    params = list(model.parameters())
+    ref = _reference_loss(model, image, noise, 1e-3)
+    new = _fused_loss(model, image, noise, 1e-3)
+    for a, b in zip(ref, new):
+        assert torch.allclose(a, b, rtol=1e-10, atol=0)
+    for a, b in zip(torch.autograd.grad(ref[2], params), torch.autograd.grad(new[2], params)):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
+
+
 @pytest.mark.parametrize("case", range(len(MODEL_CASES)))
 @pytest.mark.parametrize("band", [7, 200, 1 << 14])
 def test_fused_training_kernels_compute_the_reference_model_values_and_gradients(case, band,
@@ -272,13 +283,7 @@ def test_fused_training_kernels_compute_the_reference_model_values_and_gradients
     monkeypatch.setattr(fused, "SYNTHESIS_BAND", band)
     config, (h, w) = MODEL_CASES[case]
     model, image, noise = _random_model(config, h, w, seed=case)
-    params = list(model.parameters())
-    ref = _reference_loss(model, image, noise, 1e-3)
-    new = _fused_loss(model, image, noise, 1e-3)
-    for a, b in zip(ref, new):
-        assert torch.allclose(a, b, rtol=1e-10, atol=0)
-    for a, b in zip(torch.autograd.grad(ref[2], params), torch.autograd.grad(new[2], params)):
-        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
+    _assert_fused_matches_reference(model, image, noise)
 
 
 def test_fused_losses_without_gradients_equal_the_training_values():
@@ -341,10 +346,4 @@ def test_fixed_point_synthesis_on_cuda_equals_the_cpu_bit_for_bit():
 def test_fused_training_kernels_on_cuda_compute_the_reference_values():
     config, (h, w) = MODEL_CASES[0]
     model, image, noise = _random_model(config, h, w, seed=0, device="cuda")
-    params = list(model.parameters())
-    ref = _reference_loss(model, image, noise, 1e-3)
-    new = _fused_loss(model, image, noise, 1e-3)
-    for a, b in zip(ref, new):
-        assert torch.allclose(a, b, rtol=1e-10, atol=0)
-    for a, b in zip(torch.autograd.grad(ref[2], params), torch.autograd.grad(new[2], params)):
-        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
+    _assert_fused_matches_reference(model, image, noise)
