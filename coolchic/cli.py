@@ -66,6 +66,8 @@ def encode(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     arch: Annotated[str, typer.Option(help="Decoder configuration: default, lite.")] = "default",
+    threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
+    compile: Annotated[str, typer.Option(help="torch.compile the ARM kernel: auto, on, off.")] = "auto",
 ) -> None:
     """Encode IMAGE into a coolchic bitstream."""
     from coolchic.encode import encode as encode_image
@@ -90,7 +92,8 @@ def encode(
                            stats=f"loss {p.loss:.3g}  {p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
 
         result = encode_image(image, lmbda=lmbda, preset=preset, iterations=iterations,
-                              device=device, seed=seed, arch=arch, callback=on_progress)
+                              device=device, seed=seed, arch=arch, callback=on_progress,
+                              threads=threads, compile=compile)
     atomic_write_bytes(output, result.data)
     r = result.report
     console.print(

@@ -22,7 +22,7 @@ from coolchic.payload import pack_config, pack_weights
 from coolchic.presets import DEFAULT_PRESET, get_preset
 from coolchic.quant import QuantizedModel, integerize
 from coolchic.reconstruct import synthesize
-from coolchic.train import ProgressCallback, overfit
+from coolchic.train import CompileMode, ProgressCallback, overfit
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ def encode(
     seed: int = 0,
     arch: str | None = None,
     callback: ProgressCallback | None = None,
+    threads: int | None = 1,
+    compile: CompileMode = "auto",
 ) -> EncodeResult:
     """Encode an image (array or path) at rate-distortion trade-off `lmbda`.
 
@@ -101,12 +103,17 @@ def encode(
         device: 'cpu' or 'cuda' for training.
         arch: decoder configuration name (coolchic.config.ARCHS).
         callback: called after every training iteration with a Progress record.
+        threads: torch threads for training (1 is fastest unless the machine is idle;
+            None keeps torch's setting).
+        compile: torch.compile the ARM kernel: "auto" (long encodes only), "on" or "off".
     """
     if not (isinstance(lmbda, (int, float)) and math.isfinite(lmbda) and lmbda > 0):
         raise ValueError(f"lambda must be a finite number > 0, got {lmbda}")
     recipe = get_preset(preset)
     if iterations is not None:
         recipe = recipe.scaled_to(iterations)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     arch_name = arch or DEFAULT_ARCH
     config = get_arch(arch_name)
     check_device(device)
@@ -119,7 +126,8 @@ def encode(
     start = time.perf_counter()
     x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
     x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
-    model = overfit(x, config, recipe, lmbda, seed=seed, device=device, callback=callback).cpu()
+    model = overfit(x, config, recipe, lmbda, seed=seed, device=device, callback=callback,
+                    threads=threads, compile=compile).cpu()
     q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda)
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
     data = pack_model(q, header)

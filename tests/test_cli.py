@@ -93,3 +93,14 @@ def test_bad_images_and_arguments_are_refused_cleanly(files):
     ]
     for args in cases:
         _assert_clean_failure(runner.invoke(app, args), out)
+
+
+def test_encode_passes_threads_and_compile_and_refuses_bad_values(files):
+    ok = runner.invoke(app, ["encode", str(files / "img.png"), "-o", str(files / "t.bin"),
+                             "--iterations", "3", "--threads", "2", "--compile", "off"])
+    assert ok.exit_code == 0, ok.output
+    out = files / "bad.bin"
+    for args in (["--threads", "0"], ["--compile", "sometimes"]):
+        result = runner.invoke(app, ["encode", str(files / "img.png"), "-o", str(out),
+                                     "--iterations", "3", *args])
+        _assert_clean_failure(result, out)
