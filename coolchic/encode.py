@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coolchic.bitstream import CodecId, Header, SectionId, read_bitstream, write_bitstream
+from coolchic.bitstream import CodecId, Header, SectionId, write_bitstream
 from coolchic.complexity import mac_per_pixel
 from coolchic.config import DEFAULT_ARCH, DecoderConfig, LatentConfig, get_arch, grid_shapes
 from coolchic.decode import DECODER_MAX_PIXELS, check_device
@@ -71,14 +71,15 @@ def _as_image(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
     return array, 8 if array.dtype == np.uint8 else 16
 
 
-def pack_model(q: QuantizedModel, header: Header) -> bytes:
+def model_sections(q: QuantizedModel, header: Header) -> list[tuple[SectionId, bytes]]:
+    """The COOL-CHIC sections of a quantized model, in bitstream order."""
     shapes = grid_shapes(header.height, header.width, q.config.latents.n_grids)
     schedule = make_schedule(shapes, q.config.arm.context)
-    return write_bitstream(header, [
+    return [
         (SectionId.CONFIG, pack_config(q.config)),
         (SectionId.WEIGHTS, pack_weights(q.weights)),
         (SectionId.LATENTS, encode_latents(schedule, list(q.grids), IntegerArm(q.weights.arm))),
-    ])
+    ]
 
 
 def encode(
@@ -130,11 +131,12 @@ def encode(
                     threads=threads, compile=compile).cpu()
     q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda)
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
-    data = pack_model(q, header)
+    sections = model_sections(q, header)
+    data = write_bitstream(header, sections)
     reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth)
     seconds = time.perf_counter() - start
 
-    sizes = {SectionId(k).name: len(v) for k, v in read_bitstream(data)[1].items()}
+    sizes = {sid.name: len(payload) for sid, payload in sections}
     report = EncodeReport(
         height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=preset,
         arch=arch_name, iterations=recipe.iterations, n_bytes=len(data), section_bytes=sizes,
