@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coolchic.config import DecoderConfig, grid_shapes
-from coolchic.model.upsampling import TAP_COUNT
+from coolchic.reconstruct import TAPS
 
 KODAK_SIZE = (512, 768)  # (H, W) at which configurations are compared
 
@@ -41,7 +41,7 @@ def mac_per_pixel(config: DecoderConfig, height: int = KODAK_SIZE[0], width: int
     for k in range(len(shapes) - 2, -1, -1):  # step from grid k+1 to grid k
         stacked = len(shapes) - 1 - k  # channels upsampled in this step
         (h, w), (hc, _) = shapes[k], shapes[k + 1]
-        up += stacked * TAP_COUNT * (hc * w + h * w)  # horizontal pass, then vertical pass
+        up += stacked * len(TAPS) * (hc * w + h * w)  # horizontal pass, then vertical pass
     syn = _mlp_macs((config.latents.n_grids, *config.synthesis.hidden, channels)) * pixels
     syn += config.synthesis.residual_convs * 9 * channels * channels * pixels
     return MacCount(arm / pixels, up / pixels, syn / pixels)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,6 +117,13 @@ def test_decoder_imports_no_training_code():
         "print(bad); sys.exit(bool(bad))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_decoding_on_the_cpu_never_imports_torch():
+    golden = Path(__file__).parent / "golden" / "tiny.bin"
+    code = ("import sys; from coolchic.decode import decode; decode(sys.argv[1]); "
+            "sys.exit('torch' in sys.modules)")
+    subprocess.run([sys.executable, "-c", code, str(golden)], check=True)
 
 
 def test_weight_scale_choice_is_the_cheapest_of_all_table_columns():

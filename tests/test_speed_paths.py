@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import coolchic.model.fused as fused
+import coolchic.model.upsampling as upsampling
 import coolchic.reconstruct as reconstruct
+import coolchic.reconstruct_torch as reconstruct_torch
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig, grid_shapes
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
 from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
@@ -120,6 +122,21 @@ def test_synthesis_in_bands_of_rows_equals_the_synthesis_in_one_band(band, monke
         monkeypatch.setattr(reconstruct, "BAND_PIXELS", band)
         assert np.array_equal(synthesize(grids, mlp, residual, bit_depth=depth), whole)
         monkeypatch.undo()
+
+
+def test_numpy_synthesis_equals_the_torch_synthesis_bit_for_bit(monkeypatch):
+    assert reconstruct.TAPS == upsampling.TAPS and reconstruct.TAP_SHIFT == upsampling.TAP_SHIFT
+    cases = [_synth_inputs(name) for name in SYNTH_CASES]
+    rng = np.random.default_rng(3)
+    for h, w, n in ((1, 1, 1), (2, 70, 3), (61, 2, 4), (33, 129, 7)):  # odd sizes, thin images
+        grids = [rng.integers(-40, 41, size=s) for s in grid_shapes(h, w, n)]
+        mlp = [_layer(rng, 5, n, 9, 10), _layer(rng, 3, 5, 9, 10)]
+        cases.append((grids, mlp, [_layer(rng, 3, 3, 11, 12, conv=True)] * 2, 8))
+    for grids, mlp, residual, depth in cases:
+        ref = reconstruct_torch.synthesize(grids, mlp, residual, bit_depth=depth, device="cpu")
+        for band in (1, 1 << 14):  # one row at a time, and the default bands
+            monkeypatch.setattr(reconstruct, "BAND_PIXELS", band)
+            assert np.array_equal(synthesize(grids, mlp, residual, bit_depth=depth), ref)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (17, 30), (64, 9)])
