@@ -16,6 +16,19 @@ class Phase:
     quantizer: QuantizerKind  # latent quantization proxy
     schedule: str = "cosine"  # learning-rate schedule over the phase: "cosine" or "constant"
     eval_every: int = 100  # iterations between evaluations of the true (rounded) RD cost
+    latent_lr: float | None = None  # peak learning rate of the latents (None: lr)
+    temperature: tuple[float, float] = (0.3, 0.1)  # softround temperature, start -> end (linear)
+    noise_shape: tuple[float, float] = (2.0, 1.0)  # softround Kumaraswamy shape a, start -> end
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """Train `candidates` random initializations for `iterations` each with the first
+    phase's settings (constant learning rate), keep the one of lowest true RD cost, then
+    run the phases from it (the warm-up of Cool-chic 3, Leguay et al., 2024)."""
+
+    candidates: int  # random initializations tried (1: no warm-up)
+    iterations: int  # optimizer steps given to each candidate
 
 
 @dataclass(frozen=True)
@@ -23,24 +36,35 @@ class Preset:
     name: str
     phases: tuple[Phase, ...]
     description: str
+    warmup: Warmup = Warmup(1, 0)
+
+    @property
+    def warmup_iterations(self) -> int:
+        return self.warmup.candidates * self.warmup.iterations if self.warmup.candidates > 1 else 0
 
     @property
     def iterations(self) -> int:
-        return sum(p.iterations for p in self.phases)
+        """All optimizer steps, the warm-up's included."""
+        return self.warmup_iterations + sum(p.iterations for p in self.phases)
 
     def scaled_to(self, iterations: int) -> Preset:
         """The same recipe with the phases' lengths scaled to `iterations` in total
         (phases that round to zero iterations are dropped)."""
         if iterations < 1:
             raise ValueError("iterations must be >= 1")
-        counts = [p.iterations * iterations // self.iterations for p in self.phases[:-1]]
-        counts.append(iterations - sum(counts))
+        warmup = replace(self.warmup, iterations=self.warmup.iterations * iterations // self.iterations)
+        if warmup.iterations < 1:
+            warmup = Warmup(1, 0)
+        budget = iterations - (warmup.candidates * warmup.iterations if warmup.candidates > 1 else 0)
+        main = sum(p.iterations for p in self.phases)
+        counts = [p.iterations * budget // main for p in self.phases[:-1]]
+        counts.append(budget - sum(counts))
         phases = tuple(
             replace(p, iterations=n, eval_every=min(p.eval_every, n))
             for p, n in zip(self.phases, counts)
             if n > 0
         )
-        return replace(self, phases=phases)
+        return replace(self, phases=phases, warmup=warmup)
 
 
 def _recipe(name: str, n_noise: int, n_ste: int, description: str) -> Preset:

@@ -4,6 +4,7 @@ search of the true rate-distortion cost, including the bits of the weights thems
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -18,15 +19,51 @@ from coolchic.model.coolchic import CoolChic
 from coolchic.payload import NetworkWeights, weights_bits
 from coolchic.reconstruct import synthesize
 
-QuantizerKind = Literal["noise", "ste", "round"]
-QUANTIZER_KINDS: tuple[str, ...] = ("noise", "ste", "round")
+QuantizerKind = Literal["noise", "softround", "ste", "round"]
+QUANTIZER_KINDS: tuple[str, ...] = ("noise", "softround", "ste", "round")
 
 
-def make_quantizer(kind: QuantizerKind) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Latent quantization proxy: additive uniform noise (Balle et al. 2017), straight-through
-    rounding (forward rounds, backward is the identity), or plain rounding (evaluation)."""
+def soft_round(y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Differentiable rounding of Agustsson & Theis (NeurIPS 2020): floor(y) + 1/2 +
+    tanh(r / T) / (2 tanh(1 / (2 T))), r = y - floor(y) - 1/2. It tends to round(y) as the
+    temperature T tends to 0 and to the identity as T grows."""
+    centre = torch.floor(y) + 0.5
+    r = y - centre
+    return centre + torch.tanh(r / temperature) / (2.0 * math.tanh(0.5 / temperature))
+
+
+def kumaraswamy_b(a: float) -> float:
+    """The b that puts the mode of Kumaraswamy(a, b) at 1/2 (a >= 1); a = 1 gives b = 1, the
+    uniform distribution."""
+    return ((a - 1.0) * 2.0 ** a + 1.0) / a
+
+
+def kumaraswamy_noise(like: torch.Tensor, a: float) -> torch.Tensor:
+    """Noise on (-1/2, 1/2): Kumaraswamy(a, b(a)) minus 1/2, drawn by inverting its CDF
+    1 - (1 - x^a)^b. a = 1 is uniform noise; a larger a concentrates it around 0."""
+    u = torch.rand_like(like).clamp(1e-6, 1.0 - 1e-6)
+    b = kumaraswamy_b(a)
+    return (1.0 - (1.0 - u) ** (1.0 / b)) ** (1.0 / a) - 0.5
+
+
+def make_quantizer(kind: QuantizerKind, *, temperature: float = 0.3,
+                   noise_shape: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Latent quantization proxy for training, or plain rounding for evaluation.
+
+    - "noise": additive uniform noise (Balle et al., ICLR 2017).
+    - "softround": soft-rounding, additive noise, soft-rounding again, y -> s_T(s_T(y) + u)
+      with u Kumaraswamy noise of shape `noise_shape` (C3, Kim et al., CVPR 2024); the
+      training loop anneals the temperature and the noise shape.
+    - "ste": straight-through rounding (forward rounds, backward is the identity).
+    - "round": plain rounding (evaluation).
+    """
     if kind == "noise":
         return lambda y: y + (torch.rand_like(y) - 0.5)
+    if kind == "softround":
+        if temperature <= 0 or noise_shape < 1:
+            raise ValueError("softround needs temperature > 0 and noise_shape >= 1")
+        return lambda y: soft_round(soft_round(y, temperature) + kumaraswamy_noise(y, noise_shape),
+                                    temperature)
     if kind == "ste":
         return lambda y: y + (torch.round(y) - y).detach()
     if kind == "round":

@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -42,6 +42,16 @@ def _lr_factor(phase: Phase, step: int) -> float:
     if phase.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / max(1, phase.iterations)))
     raise ValueError(f"unknown schedule {phase.schedule!r}; choose cosine or constant")
+
+
+def _phase_quantizer(phase: Phase, step: int):
+    """The phase's quantizer at `step`, its softround temperature and noise shape
+    interpolated linearly from their start to their end values over the phase."""
+    if phase.quantizer != "softround":
+        return make_quantizer(phase.quantizer)
+    t = step / max(1, phase.iterations - 1)
+    (t0, t1), (a0, a1) = phase.temperature, phase.noise_shape
+    return make_quantizer("softround", temperature=t0 + (t1 - t0) * t, noise_shape=a0 + (a1 - a0) * t)
 
 
 def rd_loss(
@@ -126,38 +136,77 @@ def overfit(
     """
     torch.manual_seed(seed)
     _, c, h, w = image.shape
+    image = image.to(device)
     with _intra_op_threads(threads):
         model = CoolChic(config, h, w, c).to(device)
         kernels = _kernels(compile, model, preset.iterations, device)
-        return _train(model, image.to(device), preset, lmbda, kernels, callback)
+        run = _Run(image, lmbda, kernels, callback, preset.iterations)
+        if preset.warmup_iterations:
+            model = _warm_up(model, run, preset, seed=seed)
+        return _train(model, run, preset.phases)
 
 
-def _train(model: CoolChic, image: torch.Tensor, preset: Preset, lmbda: float, kernels: Kernels,
-           callback: ProgressCallback | None) -> CoolChic:
+@dataclass
+class _Run:
+    """What every training stage of one encode shares, and its iteration counter."""
+
+    image: torch.Tensor
+    lmbda: float
+    kernels: Kernels
+    callback: ProgressCallback | None
+    total: int
+    done: int = 0
+
+    def true_loss(self, model: CoolChic) -> float:
+        with torch.no_grad():  # forward only: no gradient is computed
+            return float(_rd_terms(model, self.image, self.lmbda, make_quantizer("round"), self.kernels)[0])
+
+
+def _warm_up(model: CoolChic, run: _Run, preset: Preset, *, seed: int) -> CoolChic:
+    """The candidate of lowest true RD cost after a short run of the first phase's recipe."""
+    first = preset.phases[0]
+    phase = replace(first, iterations=preset.warmup.iterations, schedule="constant",
+                    eval_every=preset.warmup.iterations)
+    best, best_loss = model, float("inf")
+    for candidate in range(preset.warmup.candidates):
+        if candidate:
+            torch.manual_seed(seed + 7919 * candidate)  # a fresh initialization per candidate
+            model = CoolChic(best.config, best.height, best.width, best.channels).to(run.image.device)
+        _train(model, run, (phase,))
+        loss = run.true_loss(model)
+        if loss < best_loss:
+            best, best_loss = model, loss
+    return best
+
+
+def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...]) -> CoolChic:
+    """Run `phases` on `model` in place; each phase starts from the best state so far, and
+    the model ends in the state of lowest true RD cost seen at the evaluation points."""
     best_loss, best_state = float("inf"), None
-    rounding = make_quantizer("round")
-    done = 0
-    for phase_index, phase in enumerate(preset.phases):
-        optimizer = torch.optim.Adam(model.parameters(), lr=phase.lr)
+    for phase_index, phase in enumerate(phases):
+        latents = list(model.latents)
+        networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
+        latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
+        optimizer = torch.optim.Adam([{"params": latents, "lr": latent_lr},
+                                      {"params": networks, "lr": phase.lr}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: _lr_factor(p, s))
-        quantize = make_quantizer(phase.quantizer)
         for step in range(phase.iterations):
-            loss, mse, bpp = _rd_terms(model, image, lmbda, quantize, kernels)
+            quantize = _phase_quantizer(phase, step)
+            loss, mse, bpp = _rd_terms(model, run.image, run.lmbda, quantize, run.kernels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            done += 1
+            run.done += 1
             last = step == phase.iterations - 1
             if (step + 1) % phase.eval_every == 0 or last:
-                with torch.no_grad():  # forward only: no gradient is computed
-                    true_loss = float(_rd_terms(model, image, lmbda, rounding, kernels)[0])
+                true_loss = run.true_loss(model)
                 if true_loss < best_loss:
                     best_loss, best_state = true_loss, copy.deepcopy(model.state_dict())
-            if callback is not None:  # reading the values synchronizes with the device
+            if run.callback is not None:  # reading the values synchronizes with the device
                 psnr = -10.0 * math.log10(max(float(mse.detach()), 1e-12))
-                callback(Progress(done, preset.iterations, phase_index, float(loss.detach()),
-                                  psnr, float(bpp.detach()), best_loss))
+                run.callback(Progress(run.done, run.total, phase_index, float(loss.detach()),
+                                      psnr, float(bpp.detach()), best_loss))
         if best_state is not None:  # each phase starts from the best state so far
             model.load_state_dict(best_state)
     return model
