@@ -54,6 +54,17 @@ def test_latents_round_trip_through_the_wavefront_decoder():
     assert abs(8 * len(data) - bits) < 0.02 * bits + 128
 
 
+def test_images_narrower_than_the_wavefront_slope_round_trip_despite_empty_waves():
+    for h, w in ((9, 1), (7, 2), (1, 1)):
+        shapes = grid_shapes(h, w, 3)
+        schedule = make_schedule(shapes, 12)
+        grids = _random_grids(shapes, seed=h)
+        arm = _random_arm(seed=w)
+        decoded = decode_latents(schedule, encode_latents(schedule, grids, arm), arm)
+        assert all(np.array_equal(a, b) for a, b in zip(grids, decoded))
+    assert (np.diff(make_schedule(grid_shapes(9, 1, 3), 12).wave_bounds) == 0).any()
+
+
 def test_changing_a_later_latent_changes_no_earlier_probability():
     shapes = grid_shapes(10, 12, 3)
     schedule = make_schedule(shapes, 12)
