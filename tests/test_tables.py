@@ -3,6 +3,7 @@
 import math
 import os
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from coolchic.entropy import tables as T
 
 # Regenerate with: COOLCHIC_REGEN_GOLDEN=1 .venv/bin/pytest -s tests/test_tables.py
-# (prints the new value; the test then still fails until the constant is updated).
+# (prints the new value and rewrites the shipped table file from the `decimal` build; the
+# tests then still fail until this constant and tables.TABLE_SHA256 are updated).
 GOLDEN_TABLE_SHA256 = "a568c8beb01229c456e4161eac3ffa43fe85f45d3e2b34eb97da6d5dd292522e"
 
 M = (1 << T.PROB_BITS) - T.ALPHABET
@@ -60,10 +62,34 @@ def test_every_row_sums_to_two_to_the_24_and_every_entry_is_at_least_one():
 
 
 def test_table_hash_matches_the_pinned_golden_value():
-    digest = T.table_sha256()
+    assert T.table_sha256() == T.TABLE_SHA256 == GOLDEN_TABLE_SHA256
+
+
+def test_shipped_table_file_equals_the_decimal_build_byte_for_byte():
+    built = T.build_laplace_pmf_table()
     if os.environ.get("COOLCHIC_REGEN_GOLDEN"):
-        print(f"\nGOLDEN_TABLE_SHA256 = {digest!r}")
-    assert digest == GOLDEN_TABLE_SHA256
+        np.savez_compressed(resources.files(T.__package__) / T.TABLE_FILE, pmf=built.astype("<u4"))
+        print(f"\nGOLDEN_TABLE_SHA256 = {T._sha256(built)!r}")
+    assert built.dtype == np.int64
+    assert built.astype("<i8").tobytes() == T.laplace_pmf_table().astype("<i8").tobytes()
+
+
+def test_a_corrupt_shipped_table_is_refused(tmp_path, monkeypatch):
+    table = T.laplace_pmf_table().astype("<u4")
+    table[3, 4, 5] += 1
+    np.savez_compressed(tmp_path / "bad.npz", pmf=table)
+    monkeypatch.setattr(T, "resources", type("R", (), {"files": staticmethod(lambda _: tmp_path)}))
+    monkeypatch.setattr(T, "TABLE_FILE", "bad.npz")
+    T.laplace_pmf_table.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="corrupt"):
+            T.laplace_pmf_table()
+        monkeypatch.setattr(T, "TABLE_FILE", "missing.npz")
+        with pytest.raises(RuntimeError, match="cannot read"):
+            T.laplace_pmf_table()
+    finally:
+        monkeypatch.undo()
+        T.laplace_pmf_table.cache_clear()
 
 
 def test_sampled_rows_equal_a_direct_high_precision_computation():

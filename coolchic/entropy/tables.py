@@ -20,6 +20,10 @@ Cumulative table of one row, with ``M = 2**PROB_BITS - ALPHABET`` and Laplace CD
 relative to the mean: ``C_0 = 0``, ``C_k = round_half_even(F(x_k) * M) + k`` with
 ``x_k = (k - RADIUS) - 0.5 - delta`` for ``k = 1..ALPHABET-1``, ``C_ALPHABET = 2**PROB_BITS``.
 The PMF ``q_k = C_{k+1} - C_k`` is therefore ``>= 1`` and sums to ``2**PROB_BITS``.
+
+Building the table takes about 0.3 s, a large part of a decode, so the package ships it
+(TABLE_FILE, next to this module) and loads it instead, checking its SHA-256; the tests
+rebuild it and compare byte for byte.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from importlib import resources
 
 import numpy as np
 
@@ -43,6 +48,10 @@ N_ROWS = N_MU * N_SCALE  # rows of flat_table()
 # Clamp range of ln(scale) on the float (training) side; the grid's end points.
 LOG_SCALE_MIN = LOG_SCALE_MIN_FP / (1 << LOG_SCALE_FRAC_BITS)  # -4.5
 LOG_SCALE_MAX = (LOG_SCALE_MIN_FP + N_SCALE - 1) / (1 << LOG_SCALE_FRAC_BITS)  # 4.4375
+
+TABLE_FILE = "laplace_pmf.npz"  # the table as uint32 array "pmf", shipped in this package
+# SHA-256 of the table's little-endian int64 bytes in C order (also pinned in the tests)
+TABLE_SHA256 = "a568c8beb01229c456e4161eac3ffa43fe85f45d3e2b34eb97da6d5dd292522e"
 
 # 40 significant digits leave > 25 digits of margin below the integer rounding of values
 # up to 2**24; the wide exponent range keeps exp(-2900) representable.
@@ -91,13 +100,12 @@ def _boundary_index() -> tuple[np.ndarray, np.ndarray]:
     return n, upper
 
 
-@functools.cache
-def laplace_pmf_table() -> np.ndarray:
-    """Integer PMF of every grid point, built once per process.
+def build_laplace_pmf_table() -> np.ndarray:
+    """Compute the integer PMF of every grid point with `decimal` (about 0.3 s).
 
     Returns:
-        Read-only int64 array of shape (N_MU, N_SCALE, ALPHABET); each row is >= 1 and sums
-        to ``2**PROB_BITS``. Indexed ``[mu_index, scale_index, symbol]``.
+        int64 array of shape (N_MU, N_SCALE, ALPHABET); each row is >= 1 and sums to
+        ``2**PROB_BITS``. Indexed ``[mu_index, scale_index, symbol]``.
     """
     m_total = (1 << PROB_BITS) - ALPHABET
     n, upper = _boundary_index()
@@ -113,7 +121,31 @@ def laplace_pmf_table() -> np.ndarray:
     cdf[:, :, 1:ALPHABET] += np.arange(1, ALPHABET)
     cdf[:, :, 0] = 0
     cdf[:, :, ALPHABET] = 1 << PROB_BITS
-    pmf = np.diff(cdf, axis=-1)  # (N_MU, N_SCALE, ALPHABET)
+    return np.diff(cdf, axis=-1)  # (N_MU, N_SCALE, ALPHABET)
+
+
+def _sha256(table: np.ndarray) -> str:
+    return hashlib.sha256(table.astype("<i8").tobytes()).hexdigest()
+
+
+@functools.cache
+def laplace_pmf_table() -> np.ndarray:
+    """The table `build_laplace_pmf_table` computes, read from TABLE_FILE once per process.
+
+    Returns:
+        Read-only int64 array of shape (N_MU, N_SCALE, ALPHABET).
+
+    Raises:
+        RuntimeError: the shipped file is missing or differs from the pinned table (a
+            broken installation: decoding with it would give wrong images).
+    """
+    try:
+        with resources.files(__package__).joinpath(TABLE_FILE).open("rb") as f, np.load(f) as data:
+            pmf = data["pmf"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise RuntimeError(f"cannot read the probability table {TABLE_FILE}: {exc}") from exc
+    if pmf.shape != (N_MU, N_SCALE, ALPHABET) or _sha256(pmf) != TABLE_SHA256:
+        raise RuntimeError(f"the probability table {TABLE_FILE} is corrupt; reinstall coolchic")
     pmf.setflags(write=False)
     return pmf
 
@@ -134,4 +166,4 @@ def table_row(mu_index: int, scale_index: int) -> int:
 
 def table_sha256() -> str:
     """Hex SHA-256 of the table's little-endian int64 bytes in C order."""
-    return hashlib.sha256(laplace_pmf_table().astype("<i8").tobytes()).hexdigest()
+    return _sha256(laplace_pmf_table())
