@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from coolchic.config import context_offsets, grid_shapes, wavefront_slope
+from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, grid_shapes, wavefront_slope
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import (
     coding_parameters,
@@ -38,6 +38,23 @@ def test_schedule_visits_every_latent_once_in_nondecreasing_waves():
     assert len(s.order) == sum(h * w for h, w in shapes)
     assert len(np.unique(s.order)) == len(s.order)
     assert s.wave_bounds[0] == 0 and s.wave_bounds[-1] == len(s.order)
+
+
+def test_schedule_orders_latents_by_wave_then_grid_then_row():
+    for shapes in (grid_shapes(13, 21, 5), grid_shapes(9, 1, 3), [(5, 2), (9, 30), (1, 1)]):
+        for context in (1, 4, 12):
+            s = make_schedule(shapes, context)
+            slope = wavefront_slope(context)
+            keys, flat = [], []  # (wave, grid, row) of every latent, and its buffer index
+            for k, (h, w) in enumerate(shapes):
+                rows, cols = np.divmod(np.arange(h * w), w)
+                keys.append(np.stack([slope * rows + cols, np.full(h * w, k), rows]))
+                flat.append(s.starts[k] + (rows + CONTEXT_ROWS) * s.row_width + cols + CONTEXT_COLS)
+            keys = np.concatenate(keys, axis=1)
+            expected = np.concatenate(flat)[np.lexsort(keys[::-1])]
+            assert np.array_equal(s.order, expected)
+            waves = np.sort(keys[0])
+            assert np.array_equal(s.wave_bounds, np.searchsorted(waves, np.arange(waves[-1] + 2)))
 
 
 def test_latents_round_trip_through_the_wavefront_decoder():

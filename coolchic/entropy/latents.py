@@ -63,27 +63,39 @@ class Schedule:
 
 
 def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
+    """The decoding order of grids of these shapes: by wave, then grid, then row.
+
+    Built without sorting: grid k's latents in wave t are its rows ``lo_k(t) .. hi_k(t)``
+    (column ``t - slope * row``), so counting them per (wave, grid) gives where each wave
+    and grid starts, and every latent's place follows from its row.
+    """
     slope = wavefront_slope(context)
     row_width = max(w for _, w in shapes) + 2 * CONTEXT_COLS
     size = sum(h + CONTEXT_ROWS for h, _ in shapes) * row_width
     itype = np.int32 if size < (1 << 31) - 1 else np.int64  # int32: half the memory traffic
-    starts, waves, flat = [], [], []
-    start = 0
+    n_waves = max(slope * (h - 1) + w - 1 for h, w in shapes) + 1
+    t = np.arange(n_waves, dtype=np.int64)
+    first_row, counts = [], []  # per grid, (n_waves,): first row in wave t and row count
     for h, w in shapes:
+        lo = np.maximum(0, -((w - 1 - t) // slope))  # ceil((t - w + 1) / slope)
+        hi = np.minimum(h - 1, t // slope)
+        first_row.append(lo)
+        counts.append(np.maximum(0, hi - lo + 1))
+    # (n_waves, n_grids): where grid k's part of wave t starts in the decoding order
+    count = np.stack(counts, axis=1)
+    start_of = (np.cumsum(count.ravel()) - count.ravel()).reshape(count.shape)
+    order = np.empty(int(count.sum()), dtype=itype)
+    starts = []
+    start = 0
+    for k, (h, w) in enumerate(shapes):
         starts.append(start)
-        rows, cols = np.divmod(np.arange(h * w, dtype=itype), itype(w))
-        waves.append(slope * rows + cols)
-        flat.append(start + (rows + CONTEXT_ROWS) * row_width + cols + CONTEXT_COLS)
+        rows = np.arange(h, dtype=itype)[:, None]  # (h, 1)
+        cols = np.arange(w, dtype=itype)[None, :]  # (1, w)
+        place = (start_of[:, k] - first_row[k]).astype(itype)[slope * rows + cols]  # (h, w)
+        place += rows
+        order[place] = start + (rows + CONTEXT_ROWS) * row_width + cols + CONTEXT_COLS
         start += (h + CONTEXT_ROWS) * row_width
-    wave, index = np.concatenate(waves), np.concatenate(flat)
-    # by wave, then grid and raster position: `index` already increases, so a stable sort
-    # by wave is enough (a radix sort when the waves fit 16 bits)
-    last_wave = max(slope * (h - 1) + w - 1 for h, w in shapes)  # grid 0's last latent
-    key = wave.astype(np.uint16) if last_wave < (1 << 16) else wave
-    perm = np.argsort(key, kind="stable")
-    wave, order = wave[perm], index[perm]
-    n_waves = int(wave[-1]) + 1
-    bounds = np.searchsorted(wave, np.arange(n_waves + 1), side="left")
+    bounds = np.append(start_of[:, 0], len(order))  # wave t starts with grid 0's part
     offsets = np.array([dr * row_width + dc for dr, dc in context_offsets(context)], dtype=itype)
     return Schedule(
         shapes=tuple(shapes), starts=np.array(starts, dtype=np.int64), row_width=row_width,
