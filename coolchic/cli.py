@@ -59,7 +59,15 @@ def _check_output(path: Path) -> None:
 @clean_errors
 def encode(
     image: Annotated[Path, typer.Argument(help="Image to encode (PNG, PPM, TIFF, JPEG, ...).")],
-    lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight: larger = smaller file.")] = 1e-3,
+    lmbda: Annotated[float | None, typer.Option(
+        "--lmbda", "-l", help="Rate weight: larger = smaller file [1e-3].")] = None,
+    quality: Annotated[float | None, typer.Option(
+        help="Quality 0-100 instead of --lmbda (log-linear: 0 = lambda 5e-2, 100 = 2e-5).")] = None,
+    target_bpp: Annotated[float | None, typer.Option(
+        help="Search lambda for at most this many bits per pixel (several encodes).")] = None,
+    target_psnr: Annotated[float | None, typer.Option(
+        help="Search lambda for at least this PSNR in dB (several encodes).")] = None,
+    max_encodes: Annotated[int, typer.Option(help="Encodes allowed to a --target-* search.")] = 4,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Bitstream path [IMAGE.bin].")] = None,
     preset: Annotated[str, typer.Option(help="Training recipe: quick, fast, medium, slow.")] = "fast",
     iterations: Annotated[int | None, typer.Option(help="Override the preset's iterations.")] = None,
@@ -79,6 +87,14 @@ def encode(
         fail(f"no such image file: {image}")
     if iterations is not None and iterations < 1:
         fail("--iterations must be >= 1")
+    knobs = (("--lmbda", lmbda), ("--quality", quality),
+             ("--target-bpp", target_bpp), ("--target-psnr", target_psnr))
+    chosen = [name for name, value in knobs if value is not None]
+    if len(chosen) > 1:
+        fail(f"give only one of --lmbda, --quality, --target-bpp, --target-psnr (got {', '.join(chosen)})")
+    if quality is not None:
+        from coolchic.rate_control import lmbda_from_quality
+        lmbda = lmbda_from_quality(quality)
     with Progress(
         TextColumn("[bold]encoding[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -91,15 +107,30 @@ def encode(
                 bar.update(task, total=p.total, completed=p.iteration,
                            stats=f"loss {p.loss:.3g}  {p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
 
-        result = encode_image(image, lmbda=lmbda, preset=preset, iterations=iterations,
-                              device=device, seed=seed, arch=arch, callback=on_progress,
-                              threads=threads, compile=compile)
+        def encode_at(value: float):
+            return encode_image(image, lmbda=value, preset=preset, iterations=iterations,
+                                device=device, seed=seed, arch=arch, callback=on_progress,
+                                threads=threads, compile=compile)
+
+        if target_bpp is None and target_psnr is None:
+            result = encode_at(1e-3 if lmbda is None else lmbda)
+        else:
+            from coolchic.rate_control import search_lmbda
+
+            def on_trial(t) -> None:
+                bar.console.print(f"  lambda {t.lmbda:.3g}: {t.bpp:.4f} bpp, {t.psnr_db:.2f} dB",
+                                  highlight=False)
+
+            kind, target = ("bpp", target_bpp) if target_bpp is not None else ("psnr", target_psnr)
+            result, _ = search_lmbda(encode_at, kind=kind, target=target, max_encodes=max_encodes,
+                                     on_trial=on_trial)
     atomic_write_bytes(output, result.data)
     r = result.report
     console.print(
         f"[bold green]{output}[/]: {r.n_bytes} bytes, [bold]{r.bpp:.4f} bpp[/], "
         f"PSNR [bold]{r.psnr_db:.2f} dB[/] (decoded), {r.width}x{r.height}x{r.channels} "
-        f"{r.bit_depth}-bit, {r.mac_per_pixel:.0f} MAC/pixel, encoded in {r.encode_seconds:.1f} s",
+        f"{r.bit_depth}-bit, {r.mac_per_pixel:.0f} MAC/pixel, lambda {r.lmbda:.3g}, "
+        f"encoded in {r.encode_seconds:.1f} s",
         highlight=False,
     )
 
