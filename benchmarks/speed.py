@@ -8,7 +8,9 @@ with few training iterations (--iterations, default 50): decoding costs the same
 the training length, since the decoder's work depends only on the image size and the
 decoder configuration, not on the latent values. Each bitstream is decoded in a fresh
 process (--repeats timed decodes after one warm-up; the median is reported, the first,
-cold decode too) whose peak resident memory is reported.
+cold decode too) whose peak resident memory is reported. This script imports torch only
+where it measures training or matmul throughput, so a decoding process holds what the
+decoder itself loads (no torch on the CPU).
 
 The floor: a model's multiply-accumulates (MAC) divided by this machine's float32 (training)
 or float64 (decoding) matrix-multiply throughput, measured with a large torch matmul. A
@@ -30,9 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "kodak"
@@ -55,6 +60,8 @@ def _load() -> str:
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """Throughput of one large (n, n) @ (n, n) matmul, GFLOP/s (median of `repeats`)."""
+    import torch
+
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
     a @ b
@@ -128,6 +135,15 @@ def bench_decode(images: list[Path], arch: str, opts, work: Path) -> list[dict]:
     return rows
 
 
+def _earlier_rows(path: Path, kinds: list[str]) -> list[list[str]]:
+    """The rows of these kinds in an existing results file, so that a run that skips a
+    kind does not erase its earlier measurements."""
+    if not kinds or not path.exists():
+        return []
+    rows = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
+    return [r for r in rows if r[0] in kinds]
+
+
 def _time(fn, steps: int) -> float:
     for _ in range(2):
         fn()
@@ -141,6 +157,8 @@ def _time(fn, steps: int) -> float:
 
 def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
     """ms per training iteration (forward, backward, Adam step) and its split."""
+    import torch
+
     from coolchic.config import get_arch
     from coolchic.model.coolchic import CoolChic
     from coolchic.model.fused import arm_rate, synthesis_mse, upsample_stack
@@ -219,6 +237,8 @@ def main() -> None:
         _baseline_child()
         return
 
+    import torch
+
     from coolchic.complexity import mac_per_pixel
     from coolchic.config import ARCHS
 
@@ -263,7 +283,7 @@ def main() -> None:
         f"# matmul throughput: float32 {f32:.1f} GFLOP/s, float64 {f64:.1f} GFLOP/s",
         f"# load average (1, 5, 15 min) at start: {load_start}; at end: {_load()}",
         f"# decode: median of {opts.repeats} decodes after a warm-up, in a fresh process; "
-        f"first_ms is that process's first decode (tables built); bitstreams trained for "
+        f"first_ms is that process's first decode (tables loaded); bitstreams trained for "
         f"{opts.iterations} iterations: decode cost does not depend on training length",
         "# peak_mb: peak resident memory of the decoding process; above_import_mb: minus "
         "that of a process that only imported the decoder",
@@ -273,7 +293,12 @@ def main() -> None:
         "\t".join(["kind", "arch", "image", "size", "median_ms", "first_ms", "peak_mb",
                    "above_import_mb", "mac_per_pixel", "floor_ms", "ratio", "load_avg"]),
     ]
-    opts.out.write_text("\n".join(header + ["\t".join(r) for r in rows]) + "\n")
+    skipped = [kind for kind, skip in (("decode", opts.skip_decode), ("train", opts.skip_train)) if skip]
+    kept = _earlier_rows(opts.out, skipped)
+    if kept:
+        header.insert(-1, f"# {' and '.join(skipped)} rows: kept from an earlier run of this script "
+                      "(skipped in this one); their load_avg column is their own")
+    opts.out.write_text("\n".join(header + ["\t".join(r) for r in rows + kept]) + "\n")
     print(f"wrote {opts.out}")
 
 
