@@ -265,15 +265,18 @@ class SymbolDecoder:
         rows = _checked_rows(rows, centers.size)
         if centers.size == 0:
             return centers.copy()
-        return self.decode_trusted(centers, rows)
+        return self.decode_trusted(centers, rows).astype(np.int64)
 
     def decode_trusted(self, centers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """`decode` without checking its arguments: the latent decoder's hot loop, one call
         per wave, where the checks cost more than the decoding.
 
         The caller guarantees what `decode` checks, as `IntegerArm.table_rows_augmented`
-        does by construction: centers and rows are int64 (N,) with N >= 1, ``|centers| <
-        2**62`` and rows in ``[0, N_ROWS)``. The data itself is still checked.
+        does by construction: centers and rows are int64 (N,) with N >= 1, ``|centers| <=
+        LATENT_MAX`` and rows in ``[0, N_ROWS)``. The data itself is still checked.
+
+        Returns:
+            float64 (N,) latent values ``y`` (integers; the latent decoder's buffer type).
         """
         weights = self._weights.take(rows, axis=0)  # (N, ALPHABET)
         try:
@@ -283,9 +286,9 @@ class SymbolDecoder:
         if symbols.min() == _LOW_ESCAPE or symbols.max() == _HIGH_ESCAPE:  # rare
             escape = (symbols == _LOW_ESCAPE) | (symbols == _HIGH_ESCAPE)
             extras = self._decode_extras(int(np.count_nonzero(escape)))
-            return values_from_symbols(symbols, extras, centers)
-        values = centers + symbols
-        values -= RADIUS
+            return values_from_symbols(symbols, extras, centers).astype(np.float64)
+        values = centers - float(RADIUS)  # (N,) float64: exact, |centers| < 2**53
+        values += symbols
         return values
 
     def _decode_extras(self, count: int) -> np.ndarray:

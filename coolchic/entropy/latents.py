@@ -44,8 +44,8 @@ class Schedule:
 
     def context_index(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, context + 1) flat index of the neighbours of latents
-        order[start:stop], then of the final 1.0 cell."""
-        index = np.empty((stop - start, len(self.offsets) + 1), dtype=self.order.dtype)
+        order[start:stop], then of the final 1.0 cell; intp, what `take` indexes with."""
+        index = np.empty((stop - start, len(self.offsets) + 1), dtype=np.intp)
         np.add(self.order[start:stop, None], self.offsets, out=index[:, :-1])
         index[:, -1] = self.buffer_size - 1
         return index
@@ -151,19 +151,20 @@ def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm) -> list[np.
     buffer = _new_buffer(schedule)
     decoder = SymbolDecoder(data)
     bounds = schedule.wave_bounds.tolist()
-    order, table_rows, decode = schedule.order, arm.table_rows_augmented, decoder.decode_trusted
+    table_rows, decode = arm.table_rows_augmented, decoder.decode_trusted
     for w0 in range(0, len(bounds) - 1, WAVES_PER_INDEX):
         # the context indices of a run of waves at once: vectorized, and small enough to stay
         # in cache (a whole image's would be tens of MB)
         waves = bounds[w0 : w0 + WAVES_PER_INDEX + 1]
         base = waves[0]
         index = schedule.context_index(base, waves[-1])  # (n, context + 1)
+        targets = schedule.order[base : waves[-1]].astype(np.intp)  # (n,)
         for s, e in zip(waves[:-1], waves[1:]):  # the hot loop: one wave of every grid
             if s == e:  # images narrower than the wavefront slope have empty waves
                 continue
             contexts = buffer.take(index[s - base : e - base])  # (e - s, context + 1)
             # table_rows_augmented gives what decode_trusted needs: int64 centres within
             # +-LATENT_MAX and rows within the table
-            buffer[order[s:e]] = decode(*table_rows(contexts))
+            buffer[targets[s - base : e - base]] = decode(*table_rows(contexts))
     decoder.finish()
     return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]
