@@ -14,10 +14,11 @@ scaling by a power of two is exact, so ``floor(W' @ x + b')`` equals
 multiples of 2^-TAP_SHIFT, so each 2x pass is exact too, as banded matrix products (see
 `coolchic.model.upsampling`, which this reproduces without torch).
 
-The work runs over bands of rows: the last vertical 2x pass and the per-pixel layers
-band by band into one (C, H, W) array, then each 3x3 convolution band by band. Every matrix
-product stays below GEMM_MACS multiply-adds: larger ones make OpenBLAS wake its worker
-threads, which on a busy 2-core machine made this kind of code 10x slower.
+The work runs over bands of rows: the last vertical 2x pass and the per-pixel layers band
+by band into one (C, H + 2, W + 2) array with replicated borders, then each 3x3
+convolution band by band into a second one. Every matrix product stays below GEMM_MACS
+multiply-adds: larger ones make OpenBLAS wake its worker threads, which on a busy 2-core
+machine made this kind of code 10x slower.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def _upsample_cols(x: np.ndarray, n_out: int, band: np.ndarray, pad: int = 0) ->
         np.matmul(view[:, r0 : r0 + rows], band, out=out[:, r0 : r0 + rows])
     y = y[:, : n_out + 2 * pad]
     np.floor(y, out=y)
-    y[:, :pad] = y[:, pad : pad + 1]
-    y[:, pad + n_out :] = y[:, pad + n_out - 1 : pad + n_out]
+    if pad:
+        y[:, :pad] = y[:, pad : pad + 1]
+        y[:, pad + n_out :] = y[:, pad + n_out - 1 : pad + n_out]
     return y.reshape(c, h, n_out + 2 * pad)
 
 
@@ -173,27 +175,22 @@ def _mlp(x: np.ndarray, layers: list[np.ndarray], out: np.ndarray) -> None:
         np.clip(z, -ACT_MAX, ACT_MAX, out=z)
 
 
-def _residual(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray, shape: tuple[int, int],
-              rows: int):
-    """One residual 3x3 convolution, edges replicated, band by band.
+def _residual(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> None:
+    """One residual 3x3 convolution, edges replicated, band by band: dst = src + conv(src),
+    the convolution floored and both clamped to +-ACT_MAX.
 
     Args:
         src: (C, (H + 2) * (W + 2) + 2) activations in padded layout (see `synthesize`).
-        dst: like src, receives src + conv (floored, clamped to +-ACT_MAX) at every
-            position but the padding, which the caller fills.
+        dst: like src; every position but the padding is written (the caller fills that).
         matrix: (C, 9 C + 1) taps, ky-major then kx then input channel, then the bias.
-
-    Yields:
-        (r0, r1, (C, (r1 - r0) * (W + 2)) view of dst holding image rows r0 .. r1 - 1).
     """
     c = src.shape[0]
     h, width = shape
     pw = width + 2
-    rows = max(1, min(rows, GEMM_MACS // (matrix.size * pw)))
+    rows = max(1, GEMM_MACS // (matrix.size * pw))
     cols = np.ones((9 * c + 1, rows * pw))  # im2col of one band; the last row stays ones
     for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        n = (r1 - r0) * pw
+        n = (min(h, r0 + rows) - r0) * pw
         for k in range(9):  # tap (ky, kx) of output p (padded-layout row r0) is p + ky pw + kx
             ky, kx = divmod(k, 3)
             start = r0 * pw + ky * pw + kx
@@ -205,7 +202,6 @@ def _residual(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray, shape: tuple
         np.clip(out, -ACT_MAX, ACT_MAX, out=out)
         out += src[:, base : base + n]
         np.clip(out, -ACT_MAX, ACT_MAX, out=out)
-        yield r0, r1, dst[:, (r0 + 1) * pw : (r1 + 1) * pw]
 
 
 def _fill_padding(y: np.ndarray, shape: tuple[int, int]) -> None:
@@ -251,8 +247,8 @@ def synthesize(
     layers = [_augmented(layer) for layer in mlp]
     channels = layers[-1].shape[0]
     rows = max(1, BAND_PIXELS // w)
-    if coarse is not None:  # the band's vertical product stays small too
-        rows = max(1, min(rows, int(np.sqrt(2 * GEMM_MACS / w)) - 8))
+    if coarse is not None:  # (rows, m) @ (m, W + 2) with m <= rows / 2 + 5 within GEMM_MACS
+        rows = max(1, min(rows, int(np.sqrt(2 * GEMM_MACS / pw + 25) - 5)))
     # Activations in padded layout: (C, (H + 2) * (W + 2) + 2), the image with one
     # replicated row and column on each side, flat, then 2 cells that only the
     # convolution's dropped outputs read. A 3x3 tap is then a fixed flat offset, and every
@@ -269,18 +265,15 @@ def synthesize(
             np.floor(np.matmul(m, coarse[:, lo : lo + m.shape[1]], out=up), out=up)
         _mlp(xb.reshape(len(grids) + 1, -1), layers, y[:, (r0 + 1) * pw : (r1 + 1) * pw])
     _fill_padding(y, (h, w))
-    bands = ((r0, min(h, r0 + rows), y[:, (r0 + 1) * pw : (min(h, r0 + rows) + 1) * pw])
-             for r0 in range(0, h, rows))
-    spare = np.zeros_like(y) if residual else None
-    for i, layer in enumerate(residual):
-        bands = _residual(y, spare, _augmented(layer), (h, w), rows)
-        if i < len(residual) - 1:
-            for _ in bands:
-                pass
-            _fill_padding(spare, (h, w))
-            y, spare = spare, y
+    spare = np.zeros_like(y) if residual else None  # its last 2 cells stay 0, like y's
+    for layer in residual:
+        _residual(y, spare, _augmented(layer), (h, w))
+        _fill_padding(spare, (h, w))
+        y, spare = spare, y
     image = np.empty((h, w, channels), dtype=np.uint8 if bit_depth == 8 else np.uint16)
-    for r0, r1, out in bands:  # out: (C, (r1 - r0) * (W + 2))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        out = y[:, (r0 + 1) * pw : (r1 + 1) * pw]  # (C, (r1 - r0) * (W + 2))
         # round to the output's integer levels: floor(x * max / 2^SYN_FRAC + 1/2)
         out = np.floor(out * (max_value / scale) + 0.5)
         np.clip(out, 0.0, max_value, out=out)
