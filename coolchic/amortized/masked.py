@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,3 +92,11 @@ class ContextModel(nn.Module):
             x = torch.relu(layer(x))
         logits = self.layers[-1](x)  # (B, C * outputs, H, W), channel c*outputs + k
         return logits.reshape(b, c, self.config.outputs, h, w)
+
+    def export(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Masked weights and biases of every layer as float64 numpy arrays, for
+        `intnet.quantize_layers`."""
+        with torch.no_grad():
+            weights = [layer.masked_weight().double().cpu().numpy() for layer in self.layers]
+            biases = [layer.bias.double().cpu().numpy() for layer in self.layers]
+        return weights, biases
