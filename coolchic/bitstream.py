@@ -39,6 +39,9 @@ class CodecId(IntEnum):
     """Registry of codecs; an id, once published, keeps its meaning forever."""
 
     COOLCHIC = 1
+    CWIC = 2  # amortized: content-weighted image compression (Li et al., CVPR 2018)
+    CCN = 3  # amortized: context-based convolutional entropy model (Li et al., TIP 2020)
+    CPM = 4  # amortized: conditional probability models (Mentzer et al., CVPR 2018)
 
 
 class SectionId(IntEnum):

@@ -1,0 +1,63 @@
+"""Registry of the amortized models, their codec ids, and their container."""
+
+import numpy as np
+import pytest
+
+from coolchic.amortized import registry
+from coolchic.amortized.codec import read_stream, weights_crc, write_stream
+from coolchic.bitstream import BitstreamError, CodecId, Header, SectionId, write_bitstream
+
+# Published ids: never change a line of this table, only append.
+PUBLISHED = {"cwic": 2, "ccn": 3, "cpm": 4, "progressive": None}
+
+
+def test_model_ids_are_the_published_ones_and_registered_as_codec_ids():
+    assert {e.name: e.codec_id for e in registry.MODELS} == PUBLISHED
+    for entry in registry.MODELS:
+        if entry.codec_id is not None:
+            assert CodecId(entry.codec_id).name == entry.name.upper()
+            assert registry.by_codec_id(entry.codec_id) is entry
+    assert len(set(registry.names())) == len(registry.MODELS)
+
+
+def test_unknown_names_and_ids_are_refused_with_the_allowed_values():
+    with pytest.raises(ValueError, match="expected one of cwic, ccn, cpm, progressive"):
+        registry.get("bpg")
+    with pytest.raises(ValueError, match="not an amortized codec"):
+        registry.by_codec_id(CodecId.COOLCHIC)
+    with pytest.raises(ValueError, match="'ccn' .* is not implemented"):
+        registry.get("ccn").load()
+
+
+def test_the_container_round_trips_and_names_the_model():
+    entry = registry.get("cwic")
+    data = write_stream(entry, height=5, width=7, model_crc=0xDEADBEEF, config=b"\x01\x02",
+                        codes=b"abc")
+    stream = read_stream(data, model_crc=0xDEADBEEF)
+    assert stream.entry is entry and stream.header.codec_id == CodecId.CWIC
+    assert (stream.header.height, stream.header.width, stream.config, stream.codes) == (
+        5, 7, b"\x01\x02", b"abc")
+
+
+def test_a_stream_of_other_weights_or_another_codec_or_a_missing_section_is_refused():
+    entry = registry.get("ccn")
+    data = write_stream(entry, height=5, width=7, model_crc=1, config=b"", codes=b"")
+    with pytest.raises(BitstreamError, match="written by ccn weights with CRC 00000001"):
+        read_stream(data, model_crc=2)
+    coolchic = write_bitstream(Header(CodecId.COOLCHIC, 5, 7, 3, 8), [])
+    with pytest.raises(BitstreamError, match="not an amortized codec"):
+        read_stream(coolchic)
+    no_codes = write_bitstream(Header(CodecId.CPM, 5, 7, 3, 8), [(SectionId.CONFIG, b"\0" * 4)])
+    with pytest.raises(BitstreamError, match="LATENTS section is missing"):
+        read_stream(no_codes)
+    with pytest.raises(ValueError, match="not an image codec"):
+        write_stream(registry.get("progressive"), height=1, width=1, model_crc=0, config=b"",
+                     codes=b"")
+
+
+def test_weights_crc_depends_on_every_value_and_on_the_kind_of_number():
+    a = [np.arange(6).reshape(2, 3), np.array([0.5, -1.0])]
+    b = [np.arange(6).reshape(2, 3), np.array([0.5, -1.5])]
+    assert weights_crc(a) != weights_crc(b)
+    assert weights_crc([np.arange(3)]) != weights_crc([np.arange(3.0)])
+    assert weights_crc(a) == weights_crc([x.copy() for x in a])
