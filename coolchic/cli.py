@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from coolchic.amortized.cli import amortized_app
 from coolchic.evaluate.cli import evaluate_command, reproduce_command
 
 app = typer.Typer(
@@ -73,7 +74,8 @@ def encode(
     iterations: Annotated[int | None, typer.Option(help="Override the preset's iterations.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    arch: Annotated[str, typer.Option(help="Decoder configuration: default, lite.")] = "default",
+    arch: Annotated[str, typer.Option(
+        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353).")] = "default",
     threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
     compile: Annotated[str, typer.Option(help="torch.compile the ARM kernel: auto, on, off.")] = "auto",
 ) -> None:
@@ -181,3 +183,4 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
 
 app.command("evaluate")(evaluate_command)
 app.command("reproduce-paper")(reproduce_command)
+app.add_typer(amortized_app, name="amortized")

@@ -63,6 +63,7 @@ class DecoderConfig:
 # and checked in tests; `default` must stay under 700 MAC/pixel.
 ARCHS: dict[str, DecoderConfig] = {
     "default": DecoderConfig(),
+    "mid": DecoderConfig(arm=ArmConfig(context=12, hidden=(12,))),
     "lite": DecoderConfig(
         arm=ArmConfig(context=8, hidden=(8,)),
         synthesis=SynthesisConfig(hidden=(12,), residual_convs=1),
