@@ -53,7 +53,7 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("progressive", None,
                "Improved Lossy Image Compression with Priming and Spatially Adaptive Bit "
                "Rates for Recurrent Networks (its entropy coder for binary codes)",
-               "Johnston et al., arXiv 1703.10114 (CVPR 2018)", None),
+               "Johnston et al., arXiv 1703.10114 (CVPR 2018)", "progressive"),
 )
 
 
