@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,3 +97,43 @@ def progressive(
     Console().print(table)
     if not r.round_trip:
         raise typer.Exit(1)
+
+
+@amortized_app.command()
+@_clean_errors
+def train(
+    model: Annotated[str, typer.Argument(help="Model to train (e.g. cwic).")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of training images (searched recursively).")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps in all.")] = 1000,
+    lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight; larger: smaller.")] = 1e-3,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [runs/MODEL].")] = None,
+    batch: Annotated[int, typer.Option(help="Crops per step.")] = 4,
+    crop: Annotated[int, typer.Option(help="Crop side in pixels (multiple of 8).")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt if present.")] = True,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+) -> None:
+    """Train an amortized model on random crops; checkpoints and resume in OUT."""
+    import torch
+
+    from coolchic.amortized.training import FINAL, TrainOptions
+    from coolchic.amortized.training import train as train_model
+
+    if threads < 1:
+        raise ValueError("--threads must be >= 1")
+    torch.set_num_threads(threads)
+    options = TrainOptions(steps=steps, lmbda=lmbda, batch=batch, crop=crop, lr=lr,
+                           checkpoint_every=checkpoint_every, seed=seed)
+    out = out or Path("runs") / model
+    with _progress(f"training {model}") as bar:
+        task = bar.add_task("train", total=steps, stats="")
+
+        def on_step(p) -> None:
+            bar.update(task, completed=p.step, stats=f"stage {p.stage}  loss {p.loss:.4g}  "
+                       f"{p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
+
+        train_model(model, data, out, options, resume=resume, callback=on_step)
+    Console().print(f"[bold green]{out / FINAL}[/]: {model} trained for {steps} steps "
+                    f"(checkpoint in {out})", highlight=False)

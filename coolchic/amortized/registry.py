@@ -44,7 +44,7 @@ class ModelEntry:
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("cwic", CodecId.CWIC,
                "Learning Convolutional Networks for Content-weighted Image Compression",
-               "Li, Zuo, Gu, Zhao, Zhang, CVPR 2018", None),
+               "Li, Zuo, Gu, Zhao, Zhang, CVPR 2018", "cwic"),
     ModelEntry("ccn", CodecId.CCN,
                "Efficient and Effective Context-Based Convolutional Entropy Modeling for "
                "Image Compression", "Li, Ma, You, Zhang, Zuo, IEEE TIP 2020", None),

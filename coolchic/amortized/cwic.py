@@ -1,0 +1,280 @@
+"""System (a): content-weighted image compression (Li, Zuo, Gu, Zhao, Zhang, CVPR 2018), reduced.
+
+The paper's defining pieces, at a size that trains on 2 CPU cores:
+
+* a convolutional encoder (8x down-sampling) whose last layer is a sigmoid e in (0, 1)^n;
+* a binarizer b = 1 if e > 0.5 else 0, with the identity as gradient in the backward pass;
+* an importance-map network on the encoder's intermediate (1/4-resolution) features giving
+  p in (0, 1) per code position, quantized to L levels, level = min(floor(L p), L - 1);
+* a mask keeping the first (level + 1) * n / L code channels at each position (more bits
+  where the content needs them; our convention keeps at least n / L channels);
+* a convolutional decoder (8x up-sampling by depth-to-space);
+* trained in two stages: without the importance map (every bit kept), then with it;
+* a convolutional context model (masked 3-D convolutions in the 3-D zig-zag order,
+  `causal.WaveOrder.zigzag`) giving the probability of every kept bit; trimmed bits are
+  not coded and read as 0 in the context (kept bits as +-1). The importance map levels are
+  coded first, with their own 2-D masked context model over the L symbols.
+
+Everything that decides a probability runs in exact integers (`intnet`, `probability`); the
+decoder's float convolutions run after all codes are decoded.
+
+Stream (bitstream_spec.md §5.8, codec CWIC): CONFIG = model_crc, then ``u8 quality`` (0:
+the only model so far) and ``u8 use_map`` (1 when the importance map is coded; 0 keeps
+every bit); LATENTS = ``u32 n`` and the n bytes of the map's symbol stream (absent when
+use_map is 0), then the bits' symbol stream. The code has ceil(H / 8) x ceil(W / 8)
+positions; the image is padded by edge replication to a multiple of 8 and cropped back.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coolchic.amortized import registry
+from coolchic.amortized.causal import WaveOrder
+from coolchic.amortized.codec import read_stream, weights_crc, write_stream
+from coolchic.amortized.codes import Alphabet, decode_codes, encode_codes
+from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
+from coolchic.amortized.masked import ContextConfig, ContextModel
+from coolchic.bitstream import BitstreamError
+from coolchic.entropy.coder import EntropyError
+
+SCALE = 8  # down-sampling factor of the encoder
+_CONFIG = struct.Struct("<BB")  # quality, use_map
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class CwicConfig:
+    """Sizes of the reduced model (the paper: n = 64 or 128 channels, L = 16, 128+ features)."""
+
+    code_channels: int = 32  # n, bits per code position
+    levels: int = 16  # L, importance levels; must divide code_channels
+    features: int = 64  # width of the encoder and decoder convolutions
+    context_hidden: tuple[int, ...] = (8,)  # features per code of the bits' context model
+    context_kernel: int = 3  # spatial kernel of the context models
+    context_depth: int | None = 4  # channel reach of the bits' context model (None: all)
+    map_hidden: tuple[int, ...] = (8,)  # features of the importance map's context model
+
+    def __post_init__(self) -> None:
+        if self.code_channels % self.levels:
+            raise ValueError(f"levels ({self.levels}) must divide code_channels ({self.code_channels})")
+
+
+class _Binarize(torch.autograd.Function):
+    """Forward: 1 where e > 0.5, else 0. Backward: the identity (Li et al., 2018)."""
+
+    @staticmethod
+    def forward(ctx, e):
+        return (e > 0.5).to(e.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    return soft + (hard - soft).detach()
+
+
+class Cwic(nn.Module):
+    """The model of system (a); implements `codec.AmortizedCodec`."""
+
+    entry = registry.get("cwic")
+
+    def __init__(self, config: CwicConfig = CwicConfig()):
+        super().__init__()
+        self.config = config
+        n, f = config.code_channels, config.features
+        self.encoder_head = nn.Sequential(
+            nn.Conv2d(3, f, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(f, f, 5, stride=2, padding=2), nn.ReLU())
+        self.encoder_tail = nn.Sequential(
+            nn.Conv2d(f, f, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(f, n, 1))
+        self.importance = nn.Sequential(
+            nn.Conv2d(f, f // 2, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(f // 2, 1, 1))
+        up = []
+        for _ in range(3):
+            up += [nn.Conv2d(f, 4 * f, 3, padding=1), nn.PixelShuffle(2), nn.ReLU()]
+        self.decoder = nn.Sequential(nn.Conv2d(n, f, 3, padding=1), nn.ReLU(), *up,
+                                     nn.Conv2d(f, 3, 3, padding=1))
+        k = config.context_kernel
+        self.bit_model = ContextModel(WaveOrder.zigzag(n), ContextConfig(
+            kernel_size=(k, k), hidden=config.context_hidden, outputs=1, depth=config.context_depth))
+        self.map_model = ContextModel(WaveOrder.zigzag(1), ContextConfig(
+            kernel_size=(k, k), hidden=config.map_hidden, outputs=config.levels))
+        self.use_map = False  # stage 1 (Li et al.): train without the importance map
+
+    # -- the float model (training, and the encoder side of coding) -------------------------
+
+    def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, H, W), H and W multiples of 8 -> e (B, n, H/8, W/8), p (B, 1, H/8, W/8)."""
+        features = self.encoder_head(x)  # (B, f, H/4, W/4)
+        e = torch.sigmoid(self.encoder_tail(features))
+        p = torch.sigmoid(self.importance(features))
+        return e, p
+
+    def mask(self, p: torch.Tensor) -> torch.Tensor:
+        """Kept-channel mask (B, n, h, w) of an importance map p (B, 1, h, w); hard forward,
+        gradient of the soft mask clamp(n p + n/L - k, 0, 1) backward."""
+        n, levels = self.config.code_channels, self.config.levels
+        level = torch.clamp(torch.floor(p * levels), max=levels - 1)
+        k = torch.arange(n, dtype=p.dtype, device=p.device)[None, :, None, None]
+        hard = (k < (level + 1) * (n // levels)).to(p.dtype)
+        soft = torch.clamp(n * p + n // levels - k, 0.0, 1.0)
+        return _straight_through(hard, soft)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training proxy: x (B, 3, H, W) in [0, 1] -> (x_hat (B, 3, H, W), rate (B,) bits).
+
+        The rate is the context models' cross-entropy of the kept bits (and, in stage 2, of
+        the importance levels), i.e. the ideal code length of what `compress` codes.
+        """
+        e, p = self.analyse(x)
+        bits = _Binarize.apply(e)
+        if self.use_map:
+            mask = self.mask(p)
+        else:
+            mask = torch.ones_like(bits)
+        z = (2 * bits - 1) * mask  # +-1 kept, 0 trimmed
+        x_hat = self.decoder(z)
+        logits = self.bit_model(z)[:, :, 0]  # (B, n, h, w)
+        ce = F.binary_cross_entropy_with_logits(logits, bits.detach(), reduction="none")
+        rate = (ce * mask).flatten(1).sum(1) / np.log(2.0)
+        if self.use_map:
+            level = torch.clamp(torch.floor(p.detach() * self.config.levels), max=self.config.levels - 1)
+            inputs = 2 * level + 1 - self.config.levels  # Alphabet.centered
+            map_logits = self.map_model(inputs)[:, 0]  # (B, L, h, w)
+            map_ce = F.cross_entropy(map_logits, level[:, 0].long(), reduction="none")
+            rate = rate + map_ce.flatten(1).sum(1) / np.log(2.0)
+        return x_hat, rate
+
+    # -- exact coding ----------------------------------------------------------------------
+
+    def integer_nets(self) -> tuple[IntegerContextNet, IntegerContextNet]:
+        """(bits, importance map) integer context networks, from the current weights."""
+        bit_net = IntegerContextNet(self.bit_model.order, quantize_layers(*self.bit_model.export()),
+                                    input_max=1)
+        map_net = IntegerContextNet(self.map_model.order, quantize_layers(*self.map_model.export()),
+                                    input_max=self.config.levels - 1)
+        return bit_net, map_net
+
+    def model_crc(self) -> int:
+        """CRC-32 of the weights (state dict in key order, as float64) and of the config."""
+        state = self.state_dict()
+        arrays = [state[key].detach().double().cpu().numpy() for key in sorted(state)]
+        config = np.frombuffer(repr(sorted(asdict(self.config).items())).encode(), dtype=np.uint8)
+        return weights_crc([config, *arrays])
+
+    def _kept(self, level: np.ndarray) -> np.ndarray:
+        """bool (n, h, w) kept bits of integer levels (h, w)."""
+        n = self.config.code_channels
+        return np.arange(n)[:, None, None] < (level[None] + 1) * (n // self.config.levels)
+
+    def _synthesize(self, bits: np.ndarray, kept: np.ndarray, height: int, width: int) -> np.ndarray:
+        """uint8 (height, width, 3) image from bits and kept mask (n, h, w)."""
+        z = torch.from_numpy(np.where(kept, 2.0 * bits - 1.0, 0.0).astype(np.float32))[None]
+        with torch.no_grad():
+            x_hat = self.decoder(z)[0, :, :height, :width]  # (3, height, width)
+        return np.clip(np.rint(x_hat.permute(1, 2, 0).double().numpy() * 255), 0, 255).astype(np.uint8)
+
+    def _codes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder side: uint8 (H, W, 3) -> bits uint8 (n, h, w), levels int64 (h, w)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+        pad_h, pad_w = -h % SCALE, -w % SCALE
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        with torch.no_grad():
+            e, p = self.analyse(x)
+        bits = (e[0] > 0.5).numpy().astype(np.uint8)
+        if self.use_map:
+            level = np.minimum(np.floor(p[0, 0].double().numpy() * self.config.levels),
+                               self.config.levels - 1).astype(np.int64)
+        else:
+            level = np.full(bits.shape[1:], self.config.levels - 1, dtype=np.int64)
+        return bits, level
+
+    def reconstruct(self, image: np.ndarray) -> np.ndarray:
+        """The image `decompress(compress(image))` gives, computed on the encoder side."""
+        bits, level = self._codes(image)
+        return self._synthesize(bits, self._kept(level), *image.shape[:2])
+
+    def compress(self, image: np.ndarray) -> bytes:
+        """uint8 (H, W, 3) image -> a complete CWIC bitstream."""
+        bits, level = self._codes(image)
+        bit_net, map_net = self.integer_nets()
+        kept = self._kept(level)
+        payload = b""
+        if self.use_map:
+            levels = encode_codes(map_net, Alphabet.centered(self.config.levels), level[None])
+            payload = _LENGTH.pack(len(levels)) + levels
+        payload += encode_codes(bit_net, Alphabet.binary(), bits.astype(np.int64), coded=kept)
+        h, w = image.shape[:2]
+        return write_stream(self.entry, height=h, width=w, model_crc=self.model_crc(),
+                            config=_CONFIG.pack(0, int(self.use_map)), codes=payload)
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """A CWIC bitstream of this model -> uint8 (H, W, 3).
+
+        Raises:
+            BitstreamError: invalid stream, another model's stream, or corrupt codes.
+        """
+        stream = read_stream(data, model_crc=self.model_crc())
+        if stream.entry is not self.entry:
+            raise BitstreamError(f"a {stream.entry.name} stream cannot be decoded by {self.entry.name}")
+        if len(stream.config) != _CONFIG.size:
+            raise BitstreamError("invalid bitstream: the CWIC CONFIG fields have the wrong size")
+        quality, use_map = _CONFIG.unpack(stream.config)
+        if quality != 0 or use_map > 1:
+            raise BitstreamError(f"invalid bitstream: quality {quality}, use_map {use_map}")
+        height, width = stream.header.height, stream.header.width
+        shape = (-(-height // SCALE), -(-width // SCALE))
+        bit_net, map_net = self.integer_nets()
+        payload = stream.codes
+        try:
+            if use_map:
+                if len(payload) < _LENGTH.size:
+                    raise EntropyError("the importance map's length is missing")
+                (n,) = _LENGTH.unpack_from(payload)
+                if n > len(payload) - _LENGTH.size:
+                    raise EntropyError("the importance map's stream is truncated")
+                level = decode_codes(map_net, Alphabet.centered(self.config.levels),
+                                     payload[_LENGTH.size : _LENGTH.size + n], (1, *shape))[0]
+                payload = payload[_LENGTH.size + n :]
+            else:
+                level = np.full(shape, self.config.levels - 1, dtype=np.int64)
+            kept = self._kept(level)
+            bits = decode_codes(bit_net, Alphabet.binary(), payload,
+                                (self.config.code_channels, *shape), coded=kept)
+        except EntropyError as error:
+            raise BitstreamError(f"corrupt CWIC codes: {error}") from None
+        return self._synthesize(np.maximum(bits, 0), kept, height, width)
+
+
+# Training stages of Li et al.: first without, then with the importance map. Each entry is
+# (fraction of the training steps, attributes set on the model for that stage).
+STAGES: tuple[tuple[float, dict], ...] = ((0.5, {"use_map": False}), (0.5, {"use_map": True}))
+
+
+def build(config: dict | None = None) -> Cwic:
+    """A fresh model; `config` overrides fields of the default `CwicConfig`.
+
+    Raises:
+        ValueError: an unknown field.
+    """
+    config = dict(config or {})
+    unknown = set(config) - set(CwicConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown CWIC config field(s): {', '.join(sorted(unknown))}")
+    for key in ("context_hidden", "map_hidden"):
+        if key in config:
+            config[key] = tuple(config[key])
+    return Cwic(CwicConfig(**config))
