@@ -129,7 +129,7 @@ def encode(
     x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
     model = overfit(x, config, recipe, lmbda, seed=seed, device=device, callback=callback,
                     threads=threads, compile=compile).cpu()
-    q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda)
+    q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
     sections = model_sections(q, header)
     data = write_bitstream(header, sections)

@@ -137,8 +137,11 @@ class _Search:
         shapes = grid_shapes(model.height, model.width, model.config.latents.n_grids)
         self.schedule = make_schedule(shapes, model.config.arm.context)
         self.fracs = {name: (8, 8) for name in self.float_layers}
+        self._refined: dict[str, tuple[QLayer, ...]] = {}  # groups already refined
 
     def layers(self, name: str, fracs: tuple[int, int]) -> tuple[QLayer, ...]:
+        if name in self._refined and fracs == self.fracs[name]:
+            return self._refined[name]
         return tuple(quantize_layer(w, b, *fracs) for w, b in self.float_layers[name])
 
     def distortion(self, mlp: tuple[QLayer, ...], residual: tuple[QLayer, ...]) -> float:
@@ -147,7 +150,10 @@ class _Search:
         return float(np.mean((x.astype(np.float64) - self.image) ** 2)) / scale
 
     def cost(self, name: str, fracs: tuple[int, int]) -> float:
-        layers = self.layers(name, fracs)
+        return self.layers_cost(name, self.layers(name, fracs))
+
+    def layers_cost(self, name: str, layers: tuple[QLayer, ...]) -> float:
+        """True cost with the integer `layers` for group `name`, the others at their steps."""
         bits = weights_bits(layers)
         if name == "arm":
             bits += latent_bits(self.schedule, list(self.grids), IntegerArm(layers))
@@ -156,21 +162,59 @@ class _Search:
         groups[name] = layers
         return self.distortion(groups["mlp"], groups["residual"]) + self.lmbda * bits / self.n_pixels
 
-    def run(self) -> QuantizedModel:
+    def refine(self, name: str, trials: int) -> tuple[QLayer, ...]:
+        """Greedy refinement of the rounded integers of group `name` against the true cost:
+        the `trials` values whose rounding was the closest call (fractional part nearest
+        1/2) are each moved to their other neighbour, and the move is kept when the cost
+        falls."""
+        layers = [QLayer(q.weight.copy(), q.bias.copy(), q.w_frac, q.b_frac)
+                  for q in self.layers(name, self.fracs[name])]
+        candidates = []  # (closeness, layer, "weight"|"bias", flat index, step)
+        for i, (w, b) in enumerate(self.float_layers[name]):
+            for kind, t, frac in (("weight", w, layers[i].w_frac), ("bias", b, layers[i].b_frac)):
+                scaled = t.detach().double().cpu().numpy().reshape(-1) * (1 << frac)
+                r = scaled - np.round(scaled)
+                for j in np.argsort(-np.abs(r))[:trials]:
+                    candidates.append((abs(r[j]), i, kind, int(j), 1 if r[j] > 0 else -1))
+        candidates.sort(key=lambda c: -c[0])
+        best = self.layers_cost(name, tuple(layers))
+        for _, i, kind, j, step in candidates[:trials]:
+            flat = getattr(layers[i], kind).reshape(-1)  # a view: edits the layer in place
+            old = flat[j]
+            flat[j] = min(WEIGHT_MAX, max(-WEIGHT_MAX, old + step))
+            c = self.layers_cost(name, tuple(layers))
+            if c < best:
+                best = c
+            else:
+                flat[j] = old
+        return tuple(layers)
+
+    def run(self, refine_trials: int = 0) -> QuantizedModel:
         for name in ("arm", "mlp", "residual"):
             if not self.float_layers[name]:
                 continue
             best_w = _downhill(lambda f, n=name: self.cost(n, (f, f)), FRAC_START)
             best_b = _downhill(lambda f, n=name, w=best_w: self.cost(n, (w, f)), best_w)
             self.fracs[name] = (best_w, best_b)
-        weights = NetworkWeights(*(self.layers(n, self.fracs[n]) for n in ("arm", "mlp", "residual")))
+        chosen = {n: self.layers(n, self.fracs[n]) for n in ("arm", "mlp", "residual")}
+        if refine_trials > 0:  # synthesis first (distortion), then the ARM (rate)
+            for name in ("mlp", "residual", "arm"):
+                if self.float_layers[name]:
+                    chosen[name] = self.refine(name, refine_trials)
+                    self._refined[name] = chosen[name]
+        weights = NetworkWeights(chosen["arm"], chosen["mlp"], chosen["residual"])
         return QuantizedModel(self.model.config, self.grids, weights)
 
 
-def integerize(model: CoolChic, image: np.ndarray, *, bit_depth: int, lmbda: float) -> QuantizedModel:
-    """Round the latents and quantize every layer on its best power-of-two step.
+def integerize(model: CoolChic, image: np.ndarray, *, bit_depth: int, lmbda: float,
+               refine_trials: int = 0) -> QuantizedModel:
+    """Round the latents and quantize every layer on its best power-of-two step, then
+    optionally refine the integer weights greedily against the true cost.
 
     Args:
         image: the original (H, W, C) integer image, for the distortion term.
+        refine_trials: integers per module group (ARM, synthesis MLP, residual convs)
+            tried at their other rounding neighbour; each trial costs one evaluation of
+            the true cost (0: no refinement).
     """
-    return _Search(model, image, bit_depth, lmbda).run()
+    return _Search(model, image, bit_depth, lmbda).run(refine_trials)

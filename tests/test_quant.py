@@ -124,3 +124,35 @@ def test_scaling_a_preset_scales_its_warm_up_and_keeps_the_total():
     assert scaled.iterations == 450
     assert scaled.warmup == Warmup(4, 25)
     assert preset.scaled_to(5).warmup_iterations == 0
+
+
+def test_greedy_weight_refinement_never_raises_the_true_cost():
+    import numpy as np
+
+    from coolchic.config import get_arch
+    from coolchic.presets import get_preset
+    from coolchic.quant import _Search
+    from coolchic.train import overfit
+
+    x = _tiny_image()
+    image = np.round(x[0].permute(1, 2, 0).numpy() * 255).astype(np.int64)
+    model = overfit(x, get_arch("lite"), get_preset("quick").scaled_to(30), 1e-3, compile="off")
+
+    def total_cost(q, search):
+        d = search.distortion(q.weights.mlp, q.weights.residual)
+        from coolchic.entropy.fixedpoint import IntegerArm
+        from coolchic.entropy.latents import latent_bits
+        from coolchic.payload import weights_bits
+        bits = sum(weights_bits(g) for g in (q.weights.arm, q.weights.mlp, q.weights.residual))
+        bits += latent_bits(search.schedule, list(search.grids), IntegerArm(q.weights.arm))
+        return d + 1e-3 * bits / search.n_pixels
+
+    plain_search = _Search(model, image, 8, 1e-3)
+    plain = plain_search.run(0)
+    refined_search = _Search(model, image, 8, 1e-3)
+    refined = refined_search.run(40)
+    assert total_cost(refined, refined_search) <= total_cost(plain, plain_search) + 1e-12
+    changed = sum(int((a.weight != b.weight).sum() + (a.bias != b.bias).sum())
+                  for g in ("arm", "mlp", "residual")
+                  for a, b in zip(getattr(plain.weights, g), getattr(refined.weights, g)))
+    assert changed <= 3 * 40
