@@ -1,6 +1,12 @@
-"""Amortized (pretrained-encoder) codecs on coolchic's entropy coder and container.
+"""Amortized (pretrained-encoder) codecs on coolchic's entropy coder and container (issue 6).
 
-Modules: `causal` (causal order, masks, wavefront schedule), `masked` (the masked 3-D
-convolution for training). Nothing is imported here, so that the integer decoding path
-can be used without torch.
+Shared foundations: `causal` (causal wave order, masks of masked 3-D convolutions, wavefront
+schedule), `masked` (the float masked convolution and context model), `intnet` (the same
+network in exact integer arithmetic), `probability` (integer PMFs from integer logits),
+`pmfcoder` (range coding with integer PMF rows), `codes` (coding a code tensor wave by
+wave), `registry` (models and their stable ids), `codec` (the codec protocol and the
+container), `training` (training loop with checkpoints and resume), `cli`.
+Systems: `cwic` (a), `progressive` (d).
+
+Nothing is imported here, so that the integer decoding path can be used without torch.
 """
