@@ -156,13 +156,15 @@ def _time(fn, steps: int) -> float:
 
 
 def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
-    """ms per training iteration (forward, backward, Adam step) and its split."""
+    """ms per training iteration (forward, backward, Adam step) and its split, with the
+    kernels and the quantizer that training uses."""
     import torch
 
     from coolchic.config import get_arch
     from coolchic.model.coolchic import CoolChic
     from coolchic.model.fused import arm_rate, synthesis_mse, upsample_stack
     from coolchic.quant import make_quantizer
+    from coolchic.train import training_kernels
 
     h, w = size
     torch.manual_seed(0)
@@ -173,11 +175,13 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
             y.normal_(0, 2)
     image = torch.rand(1, 3, h, w, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    noise = make_quantizer("noise")
+    kernels = training_kernels(opts.compile, model, 1, device)
+    # the quantizer of real encodes (presets' soft-rounding phase) at mid-anneal values
+    softround = make_quantizer("softround", temperature=0.3, noise_shape=1.5)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
-        mse, rate = model.loss_terms(noise, image)
+        mse, rate = model.loss_terms(softround, image, kernels=kernels)
         loss = mse + 1e-3 * rate / (h * w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,8 +200,12 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         coarser.requires_grad_()
     finest = q[0].detach().clone().requires_grad_()
 
+    def quantize():
+        torch.stack([softround(y).sum() for y in model.latents]).sum().backward()
+        sync()
+
     def arm():
-        arm_rate(q, layers, model.config.arm.context).backward()
+        arm_rate(q, layers, model.config.arm.context, kernels=kernels).backward()
         sync()
 
     def up():
@@ -205,14 +213,16 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         sync()
 
     def syn():
-        synthesis_mse(finest, coarser, image, mlp, convs).backward()
+        synthesis_mse(finest, coarser, image, mlp, convs, kernels=kernels).backward()
         sync()
 
-    split = {"arm_rate": _time(arm, opts.steps), "upsampling": _time(up, opts.steps),
-             "synthesis_mse": _time(syn, opts.steps), "optimizer": _time(optimizer.step, opts.steps)}
-    print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter; fwd+bwd split (ms) "
+    split = {"quantizer": _time(quantize, opts.steps), "arm_rate": _time(arm, opts.steps),
+             "upsampling": _time(up, opts.steps), "synthesis_mse": _time(syn, opts.steps),
+             "optimizer": _time(optimizer.step, opts.steps)}
+    name = "native" if kernels.native is not None else "torch"
+    print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter ({name} kernels); fwd+bwd split (ms) "
           + ", ".join(f"{k} {v:.1f}" for k, v in split.items()) + f" (load {_load()})", flush=True)
-    return {"ms": total, "split": split, "latents": model.n_latents()}
+    return {"ms": total, "split": split, "latents": model.n_latents(), "kernels": name}
 
 
 def main() -> None:
@@ -224,6 +234,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training iterations")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (training default)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="training kernels, as `coolchic encode --compile` (off: torch)")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "speed.tsv")
@@ -274,7 +286,8 @@ def main() -> None:
                 r = bench_train((h, w), arch, opts)
                 macs = mac_per_pixel(ARCHS[arch], h, w, 3).total
                 floor_ms = 2 * 3 * macs * h * w / (f32 * 1e9) * 1000
-                split = " ".join(f"{k}={v:.1f}" for k, v in r["split"].items())
+                split = " ".join([f"kernels={r['kernels']}"]
+                                 + [f"{k}={v:.1f}" for k, v in r["split"].items()])
                 rows.append(["train", arch, split, f"{w}x{h}", f"{r['ms']:.1f}", "", "", "",
                              f"{macs:.1f}", f"{floor_ms:.2f}", f"{r['ms'] / floor_ms:.0f}", _load()])
     opts.out.parent.mkdir(parents=True, exist_ok=True)
@@ -287,8 +300,9 @@ def main() -> None:
         f"{opts.iterations} iterations: decode cost does not depend on training length",
         "# peak_mb: peak resident memory of the decoding process; above_import_mb: minus "
         "that of a process that only imported the decoder",
-        "# train: ms per iteration (forward, backward, Adam step) on a random image; the "
-        "split (fwd+bwd each, ms) is in the image column",
+        "# train: ms per iteration (forward, backward, Adam step) on a random image, "
+        "soft-round quantizer (T 0.3, noise shape 1.5); the kernels and the split (fwd+bwd "
+        "each, ms) are in the image column",
         "# floor_ms: MAC (x3 for training) / matmul throughput; ratio = measured / floor",
         "\t".join(["kind", "arch", "image", "size", "median_ms", "first_ms", "peak_mb",
                    "above_import_mb", "mac_per_pixel", "floor_ms", "ratio", "load_avg"]),

@@ -77,7 +77,8 @@ def encode(
     arch: Annotated[str, typer.Option(
         help="Decoder configuration: default (682 MAC/px), mid (490), lite (353).")] = "default",
     threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
-    compile: Annotated[str, typer.Option(help="torch.compile the ARM kernel: auto, on, off.")] = "auto",
+    compile: Annotated[str, typer.Option(
+        help="Compiled training kernels (native C++ on the CPU): auto, on, off.")] = "auto",
 ) -> None:
     """Encode IMAGE into a coolchic bitstream."""
     from coolchic.encode import encode as encode_image

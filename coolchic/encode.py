@@ -106,7 +106,8 @@ def encode(
         callback: called after every training iteration with a Progress record.
         threads: torch threads for training (1 is fastest unless the machine is idle;
             None keeps torch's setting).
-        compile: torch.compile the ARM kernel: "auto" (long encodes only), "on" or "off".
+        compile: compiled training kernels: "auto" or "on" (native C++ kernels on the
+            CPU, built with the system compiler; else torch.compile), or "off".
     """
     if not (isinstance(lmbda, (int, float)) and math.isfinite(lmbda) and lmbda > 0):
         raise ValueError(f"lambda must be a finite number > 0, got {lmbda}")

@@ -14,8 +14,9 @@ from typing import Literal
 import torch
 
 from coolchic.config import DecoderConfig
+from coolchic.model import native
 from coolchic.model.coolchic import CoolChic
-from coolchic.model.fused import EAGER, Kernels, compiled_kernels
+from coolchic.model.fused import EAGER, Kernels, compiled_kernels, native_kernels
 from coolchic.presets import Phase, Preset
 from coolchic.quant import make_quantizer
 
@@ -69,18 +70,30 @@ def _rd_terms(model: CoolChic, image: torch.Tensor, lmbda: float, quantize, kern
     return mse + lmbda * bpp, mse, bpp
 
 
-# torch.compile of the ARM's band kernel, measured on the reference 2-core CPU: 5 s (warm
-# inductor cache) to 16 s (cold) to compile, then about 12 ms less per iteration at 768x512
-# (about 10%, 25 ns per latent) and nothing measurable at 256x256. "auto" compiles when the
-# run is long enough to win a cold compilation back about twice over.
+# On the CPU the native kernels (coolchic/model/kernels.cpp; about a second to build, once
+# per machine) run the ARM and the synthesis 2-3x faster than the torch kernels. Without a
+# C++ compiler, torch.compile (which needs one too) is tried, else the torch kernels run.
+# torch.compile of the torch ARM band kernel, measured on the reference 2-core CPU: 5 s
+# (warm inductor cache) to 16 s (cold) to compile, then about 12 ms less per iteration at
+# 768x512 (about 10%, 25 ns per latent) and nothing measurable at 256x256. "auto" compiles
+# when the run is long enough to win a cold compilation back about twice over.
 COMPILE_MIN_LATENT_ITERATIONS = 1.2e9
 CompileMode = Literal["auto", "on", "off"]
 COMPILE_MODES: tuple[str, ...] = ("auto", "on", "off")
 
 
-def _kernels(mode: CompileMode, model: CoolChic, iterations: int, device: str) -> Kernels:
+def training_kernels(mode: CompileMode, model: CoolChic, iterations: int, device: str) -> Kernels:
+    """The kernels that train `model` for `iterations` on `device` ("off": the torch
+    kernels; "auto" and "on": the native ones on the CPU, else torch.compile, "auto" only
+    for long runs)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
+    if mode != "off" and device == "cpu":
+        kernels = native_kernels()
+        if kernels is not None:
+            return kernels
+        warnings.warn(f"native training kernels unavailable ({native.unavailable_reason()}); "
+                      "training with the torch kernels (2-3x slower)", stacklevel=3)
     wanted = mode == "on" or (mode == "auto" and device == "cpu" and
                               model.n_latents() * iterations >= COMPILE_MIN_LATENT_ITERATIONS)
     if not wanted:
@@ -130,16 +143,17 @@ def overfit(
             CPU two threads were 20% faster when the machine was idle and 4x to 100x slower
             when another process kept a core busy (OpenMP workers waiting for a core), so
             the default is 1.
-        compile: compile the ARM's band kernel with torch.compile ("auto": on the CPU
-            when the run is long enough to pay for the compilation; falls back to eager
-            execution when compilation is unavailable).
+        compile: compiled training kernels: "auto" and "on" use the native (C++) kernels
+            on the CPU, built with the system compiler, else torch.compile of the ARM's
+            band kernel ("auto": only when the run is long enough to pay for it); "off"
+            runs the torch kernels. Falls back to them when compiling is unavailable.
     """
     torch.manual_seed(seed)
     _, c, h, w = image.shape
     image = image.to(device)
     with _intra_op_threads(threads):
         model = CoolChic(config, h, w, c).to(device)
-        kernels = _kernels(compile, model, preset.iterations, device)
+        kernels = training_kernels(compile, model, preset.iterations, device)
         run = _Run(image, lmbda, kernels, callback, preset.iterations)
         if preset.warmup_iterations:
             model = _warm_up(model, run, preset, seed=seed)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import coolchic.model.fused as fused
+import coolchic.model.native as native
 import coolchic.model.upsampling as upsampling
 import coolchic.reconstruct as reconstruct
 import coolchic.reconstruct_torch as reconstruct_torch
@@ -275,40 +276,53 @@ def _reference_loss(model, image, noise, lmbda):
     return mse, rate, mse + lmbda * rate
 
 
-def _fused_loss(model, image, noise, lmbda):
+def _fused_loss(model, image, noise, lmbda, kernels=fused.EAGER):
     it = iter(noise)
-    mse, rate = model.loss_terms(lambda y: y + next(it), image)
+    mse, rate = model.loss_terms(lambda y: y + next(it), image, kernels=kernels)
     return mse, rate, mse + lmbda * rate
 
 
-def _assert_fused_matches_reference(model, image, noise):
+def _kernels(name):
+    """The torch kernels, or the native ones (the test is skipped where they cannot be built)."""
+    if name == "torch":
+        return fused.EAGER
+    kernels = fused.native_kernels()
+    if kernels is None:
+        pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
+    return kernels
+
+
+def _assert_fused_matches_reference(model, image, noise, kernels=fused.EAGER):
     """Fused and reference losses agree in value and in every parameter's gradient."""
     params = list(model.parameters())
     ref = _reference_loss(model, image, noise, 1e-3)
-    new = _fused_loss(model, image, noise, 1e-3)
+    new = _fused_loss(model, image, noise, 1e-3, kernels)
     for a, b in zip(ref, new):
         assert torch.allclose(a, b, rtol=1e-10, atol=0)
     for a, b in zip(torch.autograd.grad(ref[2], params), torch.autograd.grad(new[2], params)):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
 
 
+@pytest.mark.parametrize("kernels", ["torch", "native"])
 @pytest.mark.parametrize("case", range(len(MODEL_CASES)))
 @pytest.mark.parametrize("band", [7, 200, 1 << 14])
-def test_fused_training_kernels_compute_the_reference_model_values_and_gradients(case, band,
+def test_fused_training_kernels_compute_the_reference_model_values_and_gradients(case, band, kernels,
                                                                                   monkeypatch):
     monkeypatch.setattr(fused, "ARM_BAND", band)
     monkeypatch.setattr(fused, "SYNTHESIS_BAND", band)
     config, (h, w) = MODEL_CASES[case]
     model, image, noise = _random_model(config, h, w, seed=case)
-    _assert_fused_matches_reference(model, image, noise)
+    _assert_fused_matches_reference(model, image, noise, _kernels(kernels))
 
 
-def test_fused_losses_without_gradients_equal_the_training_values():
+@pytest.mark.parametrize("kernels", ["torch", "native"])
+def test_fused_losses_without_gradients_equal_the_training_values(kernels):
+    kernels = _kernels(kernels)
     config, (h, w) = MODEL_CASES[1]
     model, image, noise = _random_model(config, h, w, seed=3)
-    with_grad = _fused_loss(model, image, noise, 1e-3)
+    with_grad = _fused_loss(model, image, noise, 1e-3, kernels)
     with torch.no_grad():
-        without = _fused_loss(model, image, noise, 1e-3)
+        without = _fused_loss(model, image, noise, 1e-3, kernels)
     for a, b in zip(with_grad, without):
         assert torch.allclose(a.detach(), b, rtol=1e-12, atol=0)
 
@@ -329,11 +343,13 @@ def test_laplace_rate_and_its_gradient_equal_autograd_of_the_reference_formula()
     assert torch.allclose(g[1], log_scale.grad, rtol=1e-7, atol=1e-9)
 
 
-def test_training_in_float32_follows_the_reference_float64_values():
+@pytest.mark.parametrize("kernels", ["torch", "native"])
+def test_training_in_float32_follows_the_reference_float64_values(kernels):
+    kernels = _kernels(kernels)
     model, image, noise = _random_model(DecoderConfig(), 30, 41, seed=5)
     ref = _reference_loss(model, image, noise, 1e-3)
     model32 = model.float()
-    new = _fused_loss(model32, image.float(), [n.float() for n in noise], 1e-3)
+    new = _fused_loss(model32, image.float(), [n.float() for n in noise], 1e-3, kernels)
     for a, b in zip(ref, new):
         assert abs(float(a.detach()) - float(b.detach())) <= 1e-5 * abs(float(a.detach()))
 

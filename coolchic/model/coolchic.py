@@ -66,7 +66,7 @@ class CoolChic(nn.Module):
         syn = self.synthesis
         mse = synthesis_mse(q[0], upsample_stack(q), image,
                             [(m.weight, m.bias) for m in syn.mlp],
-                            [(m.weight, m.bias) for m in syn.residual])
+                            [(m.weight, m.bias) for m in syn.residual], kernels=kernels)
         return mse, rate
 
     def n_latents(self) -> int:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets
 from coolchic.entropy.tables import LOG_SCALE_MAX, LOG_SCALE_MIN
+from coolchic.model import native
 from coolchic.model.upsampling import band_matrix, range_matrix, upsample_axis, upsample_cascade
 
 MIN_PROB = 2.0**-24  # the integer tables never give a symbol less than 2^-24
@@ -45,9 +46,15 @@ _relu_grad = torch.ops.aten.threshold_backward  # grad * (activation > 0), one p
 
 @dataclass(frozen=True)
 class Kernels:
-    """The per-band functions (plain, or compiled by `compiled_kernels`)."""
+    """The per-band functions (plain, or compiled by `compiled_kernels`), and the native
+    kernels that replace the band loops on CPU float tensors (`native_kernels`)."""
 
     arm_band: Callable
+    native: native.Library | None = None
+
+    def native_for(self, t: torch.Tensor) -> native.Library | None:
+        """The native kernels if they take tensors like `t`."""
+        return self.native if self.native is not None and self.native.supports(t) else None
 
 
 def _band_size(device: torch.device, cpu_size: int) -> int:
@@ -152,10 +159,10 @@ class _ArmRate(torch.autograd.Function):
     """Total bits of all latent grids under the ARM; inputs (*grids, *weights, *biases)."""
 
     @staticmethod
-    def forward(ctx, context: int, n_grids: int, band, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, context: int, n_grids: int, kernels: Kernels, *tensors: torch.Tensor) -> torch.Tensor:
         grids, params = tensors[:n_grids], list(tensors[n_grids:])
         grads = [torch.zeros_like(p) for p in params]
-        total, grid_grads = _arm_rate_canvas(grids, params, context, band, grads)
+        total, grid_grads = _arm_rate_canvas(grids, params, context, kernels, grads)
         ctx.save_for_backward(*grid_grads, *grads)
         return total
 
@@ -183,10 +190,11 @@ def canvas_layout(shapes: list[tuple[int, int]]) -> tuple[int, int, list[tuple[i
     return rows, width, places
 
 
-def _arm_rate_canvas(grids, params: list[torch.Tensor], context: int, band, grads: list | None):
+def _arm_rate_canvas(grids, params: list[torch.Tensor], context: int, kernels: Kernels,
+                     grads: list | None):
     """Bits of all grids (each (1, 1, h, w)), band by band of canvas rows with the kernel
-    `band` (`_arm_band` or a compiled version). Accumulates the parameters' gradients into
-    `grads` and returns the grids' gradients too when `grads` is not None."""
+    `kernels.arm_band` (or all at once by the native kernel). Accumulates the parameters'
+    gradients into `grads` and returns the grids' gradients too when `grads` is not None."""
     shapes = [tuple(g.shape[-2:]) for g in grids]
     rows, pw, places = canvas_layout(shapes)
     ref = grids[0]
@@ -198,8 +206,23 @@ def _arm_rate_canvas(grids, params: list[torch.Tensor], context: int, band, grad
     flat, valid = canvas.view(-1), valid.view(-1)
     grad_flat = torch.zeros_like(flat) if grads is not None else None
     offsets = [dr * pw + dc for dr, dc in context_offsets(context)]
-    step = max(1, _band_size(ref.device, ARM_BAND) // pw)
-    total = ref.new_zeros(())
+    lib = kernels.native_for(ref)
+    if lib is not None:
+        total = _arm_rate_native(lib, flat, valid, pw, rows, offsets, params, grad_flat, grads)
+    else:
+        total = _arm_rate_bands(flat, valid, pw, rows, offsets, params, kernels.arm_band,
+                                grad_flat, grads)
+    if grads is None:
+        return total, None
+    grad = grad_flat.view(rows, pw)
+    return total, [grad[r : r + h, c : c + w].reshape(1, 1, h, w)
+                   for (r, c), (h, w) in zip(places, shapes)]
+
+
+def _arm_rate_bands(flat, valid, pw: int, rows: int, offsets: list[int], params, band,
+                    grad_flat, grads) -> torch.Tensor:
+    step = max(1, _band_size(flat.device, ARM_BAND) // pw)
+    total = flat.new_zeros(())
     for r0 in range(CONTEXT_ROWS, rows, step):
         r1 = min(rows, r0 + step)
         # positions (r0, CONTEXT_COLS) .. (r1 - 1, pw - CONTEXT_COLS - 1), read in one run;
@@ -218,14 +241,46 @@ def _arm_rate_canvas(grids, params: list[torch.Tensor], context: int, band, grad
         for k, o in enumerate(offsets):  # contexts were shifted slices: add back shifted
             grad_flat[start + o : start + o + n] += grad_x[k]
         grad_flat[start : start + n] += grad_y
-    if grads is None:
-        return total, None
-    grad = grad_flat.view(rows, pw)
-    return total, [grad[r : r + h, c : c + w].reshape(1, 1, h, w)
-                   for (r, c), (h, w) in zip(places, shapes)]
+    return total
+
+
+def _pack(layers: list[tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype) -> torch.Tensor:
+    """Each layer's weight then bias, flattened into one tensor (the native layout)."""
+    return torch.cat([t.detach().reshape(-1) for layer in layers for t in layer]).to(dtype)
+
+
+def _unpack_into(packed: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Add the packed gradients (`_pack`'s layout) to the (weight, bias) tensors."""
+    parts = packed.split([t.numel() for layer in layers for t in layer])
+    for t, g in zip((t for layer in layers for t in layer), parts):
+        t += g.view(t.shape).to(t.dtype)
+
+
+def _arm_rate_native(lib: native.Library, flat, valid, pw: int, rows: int, offsets: list[int],
+                     params, grad_flat, grads) -> torch.Tensor:
+    n_layers = len(params) // 2
+    layers = list(zip(params[:n_layers], params[n_layers:]))
+    widths = [params[0].shape[1], *(w.shape[0] for w in params[:n_layers])]
+    packed = _pack(layers, flat.dtype)
+    grad_packed = packed.new_zeros(packed.shape, dtype=torch.float64) if grads is not None else None
+    start = CONTEXT_ROWS * pw + CONTEXT_COLS  # every position from the first latent on
+    n = (rows - CONTEXT_ROWS) * pw - 2 * CONTEXT_COLS
+    bits = lib.arm_rate(flat, valid, start, n, offsets, widths, packed,
+                        (LOG_SCALE_MIN, LOG_SCALE_MAX), MIN_PROB, grad_flat, grad_packed)
+    if grads is not None:
+        _unpack_into(grad_packed, list(zip(grads[:n_layers], grads[n_layers:])))
+    return flat.new_tensor(bits)
 
 
 EAGER = Kernels(arm_band=_arm_band)
+
+
+@functools.cache
+def native_kernels() -> Kernels | None:
+    """The native kernels (``coolchic.model.native``), built on first use; None when they
+    cannot be built here (see ``native.unavailable_reason``)."""
+    lib = native.library()
+    return None if lib is None else Kernels(arm_band=_arm_band, native=lib)
 
 
 @functools.cache
@@ -244,9 +299,9 @@ def arm_rate(grids: list[torch.Tensor], layers: list[tuple[torch.Tensor, torch.T
     w.r.t. the grids and the layers; computes no gradients when grad mode is off."""
     params = [w for w, _ in layers] + [b for _, b in layers]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*grids, *params)):
-        return _ArmRate.apply(context, len(grids), kernels.arm_band, *grids, *params)
+        return _ArmRate.apply(context, len(grids), kernels, *grids, *params)
     with torch.no_grad():
-        return _arm_rate_canvas(grids, params, context, None, None)[0]
+        return _arm_rate_canvas(grids, params, context, kernels, None)[0]
 
 
 def _pad_grad(gp: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
@@ -269,31 +324,36 @@ class _SynthesisMse(torch.autograd.Function):
     *mlp weights, *mlp biases, *conv weights, *conv biases), see `synthesis_mse`."""
 
     @staticmethod
-    def forward(ctx, n_mlp: int, finest: torch.Tensor, coarser: torch.Tensor | None,
+    def forward(ctx, n_mlp: int, kernels: Kernels, finest: torch.Tensor, coarser: torch.Tensor | None,
                 image: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         grads = [torch.zeros_like(p) for p in params]
-        grad_finest = torch.zeros_like(finest)
-        grad_coarser = torch.zeros_like(coarser) if coarser is not None else None
-        mse = _synthesis_mse(finest, coarser, image, params, n_mlp,
+        grad_finest = torch.zeros_like(finest, memory_format=torch.contiguous_format)
+        grad_coarser = (torch.zeros_like(coarser, memory_format=torch.contiguous_format)
+                        if coarser is not None else None)
+        mse = _synthesis_mse(finest, coarser, image, params, n_mlp, kernels,
                              (grad_finest, grad_coarser, grads))
         ctx.save_for_backward(grad_finest, grad_coarser, *grads)
         return mse
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        return (None, *_scaled(ctx.saved_tensors[:2], grad_output), None,
+        return (None, None, *_scaled(ctx.saved_tensors[:2], grad_output), None,
                 *_scaled(ctx.saved_tensors[2:], grad_output))
 
 
-def _synthesis_mse(finest, coarser, image, params, n_mlp: int, grads) -> torch.Tensor:
+def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels, grads) -> torch.Tensor:
     """The last vertical 2x pass of the upsampling, the synthesis of ``Synthesis.forward``
     and the MSE against `image`, band by band of rows; accumulates the gradients into
-    `grads` = (finest's, coarser's, [parameters']) unless it is None."""
+    `grads` = (finest's, coarser's, [parameters']; all contiguous) unless it is None."""
     h, w = finest.shape[-2:]
     n_conv = (len(params) - 2 * n_mlp) // 2
     mlp_w, mlp_b = params[:n_mlp], params[n_mlp : 2 * n_mlp]
     conv_w = params[2 * n_mlp : 2 * n_mlp + n_conv]
     conv_b = params[2 * n_mlp + n_conv :]
+    lib = kernels.native_for(finest)
+    if lib is not None:
+        return _synthesis_mse_native(lib, finest, coarser, image, list(zip(mlp_w, mlp_b)),
+                                     list(zip(conv_w, conv_b)), grads)
     # (ky, kx)-major list of (out, in) matrices of each convolution
     taps = [[cw[:, :, ky, kx] for ky in range(3) for kx in range(3)] for cw in conv_w]
     scale = 2.0 / image.numel()  # d mse / d x_hat = scale * (x_hat - image)
@@ -362,9 +422,32 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, grads) -> torch.T
     return total / image.numel()
 
 
+def _synthesis_mse_native(lib: native.Library, finest, coarser, image, mlp, convs, grads) -> torch.Tensor:
+    dtype = finest.dtype
+    widths = [mlp[0][0].shape[1], *(wt.shape[0] for wt, _ in mlp)]
+    mlp_packed, conv_packed = _pack(mlp, dtype), _pack(convs, dtype) if convs else finest.new_zeros(0)
+    native_grads = None
+    if grads is not None:
+        native_grads = (grads[0], grads[1], mlp_packed.new_zeros(mlp_packed.shape, dtype=torch.float64),
+                        conv_packed.new_zeros(conv_packed.shape, dtype=torch.float64))
+    band_rows = max(1, SYNTHESIS_BAND // finest.shape[-1])
+    total = lib.synthesis_mse(finest.contiguous(), None if coarser is None else coarser.contiguous(),
+                              image.to(dtype).contiguous(), widths, mlp_packed, len(convs),
+                              conv_packed, band_rows, native_grads)
+    if grads is not None:
+        n_mlp = len(mlp)
+        params = grads[2]
+        _unpack_into(native_grads[2], list(zip(params[:n_mlp], params[n_mlp : 2 * n_mlp])))
+        n_conv = len(convs)
+        conv_grads = params[2 * n_mlp :]
+        _unpack_into(native_grads[3], list(zip(conv_grads[:n_conv], conv_grads[n_conv:])))
+    return finest.new_tensor(total / image.numel())
+
+
 def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                   mlp: list[tuple[torch.Tensor, torch.Tensor]],
-                  convs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                  convs: list[tuple[torch.Tensor, torch.Tensor]], *,
+                  kernels: Kernels = EAGER) -> torch.Tensor:
     """``mean((Synthesis.forward(upsample_cascade(grids)) - image) ** 2)``, computed band
     by band with the last vertical 2x pass of the upsampling done in each band.
 
@@ -382,9 +465,9 @@ def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: tor
               *(w for w, _ in convs), *(b for _, b in convs))
     inputs = (finest, coarser, *params)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        return _SynthesisMse.apply(len(mlp), finest, coarser, image, *params)
+        return _SynthesisMse.apply(len(mlp), kernels, finest, coarser, image, *params)
     with torch.no_grad():
-        return _synthesis_mse(finest, coarser, image, params, len(mlp), None)
+        return _synthesis_mse(finest, coarser, image, params, len(mlp), kernels, None)
 
 
 def upsample_stack(grids: list[torch.Tensor]) -> torch.Tensor | None:

@@ -1,0 +1,562 @@
+// Native training kernels: the ARM rate and the synthesis with its MSE, each forward and
+// backward in one pass over the data (coolchic/model/fused.py describes the functions; it
+// holds their torch versions, which these must equal). Built by coolchic/model/native.py
+// with the system C++ compiler and called through ctypes: plain C entry points, no Python
+// or torch headers, so it compiles in about a second.
+//
+// The layers work on blocks of L positions (latents or pixels) held in SIMD vector types
+// (Vec<T>: L lanes in a few registers), so the small layers (widths of a dozen) become
+// broadcast-weight multiply-adds on registers, several output features at a time, instead
+// of memory-bound matrix products. (With plain loops over lanes GCC vectorized along the
+// wrong axis: 3x slower.)
+// Activations of a block live in a few kB of stack, so the backward pass reuses them
+// without recomputation or full-size temporaries.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int L = 32;              // positions per block
+constexpr int MAX_WIDTH = 64;      // widest layer (config.py checks 1..64)
+constexpr int MAX_LAYERS = 5;      // 4 hidden layers and the output layer
+constexpr int FLUSH_BLOCKS = 256;  // blocks between flushes of the lane gradient sums
+constexpr double LN2 = 0.69314718055994530942;
+
+#if defined(__AVX512F__)
+constexpr int VBYTES = 64;
+#elif defined(__AVX__)
+constexpr int VBYTES = 32;
+#else
+constexpr int VBYTES = 16;
+#endif
+
+// One SIMD register of T; NV of them hold one feature of a block's L positions. (Vector
+// types wider than the hardware's are lowered badly by GCC: spills and scalar selects.)
+template <typename T>
+struct Simd {
+  typedef T Reg __attribute__((vector_size(VBYTES)));
+};
+template <typename T>
+using Reg = typename Simd<T>::Reg;
+template <typename T>
+constexpr int NV = L * sizeof(T) / VBYTES;
+// outputs computed together: R * NV independent multiply-add chains, enough to hide the
+// FMA latency without running out of registers
+template <typename T>
+constexpr int TILE = NV<T> >= 8 ? 1 : 8 / NV<T>;
+
+template <typename T>
+struct Vec {
+  Reg<T> v[NV<T>];
+};
+
+template <typename T>
+T* lanes(Vec<T>* v) {
+  return reinterpret_cast<T*>(v);
+}
+
+// f(lane) for lane = 0 .. cnt - 1, with a constant trip count for full blocks (a loop of
+// runtime length becomes a slow `rep movs` copy or a scalar loop)
+template <typename F>
+inline void for_lanes(int cnt, F f) {
+  if (cnt == L) {
+    for (int lane = 0; lane < L; ++lane) f(lane);
+  } else {
+    for (int lane = 0; lane < cnt; ++lane) f(lane);
+  }
+}
+
+// A multilayer perceptron, ReLU between layers; params hold, layer after layer, the
+// weight (out, in) row-major then the bias (out).
+template <typename T>
+struct Mlp {
+  int n_layers;
+  const int64_t* widths;  // n_layers + 1
+  const T* params;
+  int64_t offsets[MAX_LAYERS];  // of each layer's weight in params; its bias follows
+  int64_t size;
+
+  Mlp(int n, const int64_t* w, const T* p) : n_layers(n), widths(w), params(p) {
+    size = 0;
+    for (int k = 0; k < n; ++k) {
+      offsets[k] = size;
+      size += widths[k + 1] * (widths[k] + 1);
+    }
+  }
+};
+
+// One block's activations: acts[k][feature] for k = 0 (the inputs) .. n_layers; feature
+// f's lanes are also the L scalars at `lanes<T>(acts[k]) + f * L`.
+template <typename T>
+struct Block {
+  Vec<T> acts[MAX_LAYERS + 1][MAX_WIDTH];
+  Vec<T> grad[2][MAX_WIDTH];  // ping-pong gradients of the layer outputs
+};
+
+// z[o] = sum_i w[o * stride_o + i * stride_i] x[i] (+ b[o]) for o = o0 .. o0 + R - 1, then
+// ReLU (`relu`) or zero where mask[o] <= 0 (`mask`, the ReLU's derivative).
+template <typename T, int R>
+inline void dense(const T* __restrict w, int stride_o, int stride_i, const T* b, int n_in,
+                  const Vec<T>* __restrict x, Vec<T>* __restrict z, int o0, bool relu,
+                  const Vec<T>* __restrict mask) {
+  constexpr int N = NV<T>;
+  const Reg<T> zero = {};
+  Reg<T> acc[R][N];
+  for (int r = 0; r < R; ++r)
+    for (int n = 0; n < N; ++n) acc[r][n] = zero + (b ? b[o0 + r] : T(0));
+  for (int i = 0; i < n_in; ++i)
+    for (int r = 0; r < R; ++r) {
+      const T wr = w[(o0 + r) * stride_o + i * stride_i];
+      for (int n = 0; n < N; ++n) acc[r][n] += wr * x[i].v[n];
+    }
+  for (int r = 0; r < R; ++r)
+    for (int n = 0; n < N; ++n) {
+      Reg<T> a = acc[r][n];
+      if (relu) a = a > zero ? a : zero;
+      if (mask) a = mask[o0 + r].v[n] > zero ? a : zero;
+      z[o0 + r].v[n] = a;
+    }
+}
+
+template <typename T>
+inline void dense_all(const T* w, int stride_o, int stride_i, const T* b, int n_in, int n_out,
+                      const Vec<T>* x, Vec<T>* z, bool relu, const Vec<T>* mask) {
+  int o = 0;
+  for (; o + TILE<T> <= n_out; o += TILE<T>)
+    dense<T, TILE<T>>(w, stride_o, stride_i, b, n_in, x, z, o, relu, mask);
+  for (; o < n_out; ++o) dense<T, 1>(w, stride_o, stride_i, b, n_in, x, z, o, relu, mask);
+}
+
+template <typename T>
+void forward(const Mlp<T>& net, Block<T>& blk) {
+  for (int k = 0; k < net.n_layers; ++k) {
+    const int in = net.widths[k], out = net.widths[k + 1];
+    const T* w = net.params + net.offsets[k];
+    dense_all<T>(w, in, 1, w + out * in, in, out, blk.acts[k], blk.acts[k + 1],
+                 k < net.n_layers - 1, nullptr);
+  }
+}
+
+// Backward from the gradient of the last layer's output in blk.grad[0]: adds the parameter
+// gradients to the lane sums `acc` (one Vec per parameter) and returns the inputs'
+// gradient (widths[0] Vecs).
+template <typename T>
+Vec<T>* backward(const Mlp<T>& net, Block<T>& blk, Vec<T>* __restrict acc) {
+  constexpr int N = NV<T>;
+  int cur = 0;
+  for (int k = net.n_layers - 1; k >= 0; --k) {
+    const int in = net.widths[k], out = net.widths[k + 1];
+    const T* w = net.params + net.offsets[k];
+    const Vec<T>* __restrict x = blk.acts[k];
+    const Vec<T>* __restrict g = blk.grad[cur];
+    Vec<T>* __restrict gw = acc + net.offsets[k];
+    Vec<T>* __restrict gb = gw + out * in;
+    for (int o = 0; o < out; ++o) {
+      for (int n = 0; n < N; ++n) gb[o].v[n] += g[o].v[n];
+      for (int i = 0; i < in; ++i)
+        for (int n = 0; n < N; ++n) gw[o * in + i].v[n] += g[o].v[n] * x[i].v[n];
+    }
+    // w^T g, through the ReLU that made x (but for the inputs)
+    dense_all<T>(w, 1, in, nullptr, out, in, g, blk.grad[1 - cur], false, k > 0 ? x : nullptr);
+    cur = 1 - cur;
+  }
+  return blk.grad[cur];
+}
+
+// Adds the lane sums to the double gradients and clears them.
+template <typename T>
+void flush(Vec<T>* acc, int64_t size, double* out) {
+  for (int64_t j = 0; j < size; ++j) {
+    const T* s = lanes<T>(acc + j);
+    double sum = 0;
+    for (int lane = 0; lane < L; ++lane) sum += s[lane];
+    out[j] += sum;
+    acc[j] = Vec<T>{};
+  }
+}
+
+// Bits of y under the discretized Laplace(mu, exp(log_scale)) (fused._laplace_rate: the
+// same formula, operation for operation) summed over valid lanes; with grads, g0 and g1
+// receive d bits / d mu and d bits / d log_scale.
+template <typename T>
+double laplace(const T* __restrict y, const T* __restrict valid, const T* __restrict mu,
+               const T* __restrict log_scale, T ls_min, T ls_max, T min_prob, bool grads,
+               T* __restrict g0, T* __restrict g1) {
+  T bits = 0;
+  const T kscale = T(-0.5 / LN2);
+  for (int lane = 0; lane < L; ++lane) {
+    const T d = mu[lane] - y[lane];
+    const T a = std::abs(d);
+    const T ls = log_scale[lane];
+    const T clamped = std::min(std::max(ls, ls_min), ls_max);
+    const T nt = -std::exp(-clamped);  // -1 / scale
+    const T ap = a + T(0.5), am = a - T(0.5);
+    const T e1 = std::exp(ap * nt), e2 = std::exp(std::abs(am) * nt);
+    const T e21 = e2 - e1;
+    const T p = am < T(0) ? T(1) - T(0.5) * (e1 + e2) : T(0.5) * e21;
+    const T pf = std::max(p, min_prob);
+    bits -= std::log2(pf) * valid[lane];
+    if (grads) {
+      const T k = (p >= min_prob ? valid[lane] : T(0)) / pf * kscale;
+      g0[lane] = std::copysign(e21 * nt * k, d);
+      g1[lane] = clamped == ls ? (ap * e1 - am * e2) * k * nt : T(0);
+    }
+  }
+  return bits;
+}
+
+template <typename T>
+double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets,
+                int n_layers, const int64_t* widths, const T* params, T ls_min, T ls_max, T min_prob,
+                T* grad_canvas, double* grad_params) {
+  const Mlp<T> net(n_layers, widths, params);
+  const int context = widths[0];
+  const bool grads = grad_canvas != nullptr;
+  std::vector<Vec<T>> acc(grads ? net.size : 0);
+  Block<T> blk;
+  alignas(64) T y[L], v[L];
+  double total = 0;
+  int64_t blocks = 0;
+  for (int64_t p = start; p < start + n; p += L) {
+    const int cnt = static_cast<int>(std::min<int64_t>(L, start + n - p));
+    T* x = lanes<T>(blk.acts[0]);
+    if (cnt == L) {
+      for (int c = 0; c < context; ++c) {
+        const T* src = canvas + p + offsets[c];
+        for (int lane = 0; lane < L; ++lane) x[c * L + lane] = src[lane];
+      }
+      for (int lane = 0; lane < L; ++lane) {
+        y[lane] = canvas[p + lane];
+        v[lane] = valid[p + lane];
+      }
+    } else {  // the last block: missing lanes are padding
+      for (int lane = 0; lane < L; ++lane) {
+        const bool in = lane < cnt;
+        for (int c = 0; c < context; ++c) x[c * L + lane] = in ? canvas[p + lane + offsets[c]] : T(0);
+        y[lane] = in ? canvas[p + lane] : T(0);
+        v[lane] = in ? valid[p + lane] : T(0);
+      }
+    }
+    forward(net, blk);
+    const T* out = lanes<T>(blk.acts[n_layers]);
+    T* g_out = lanes<T>(blk.grad[0]);
+    total += laplace(y, v, out, out + L, ls_min, ls_max, min_prob, grads, g_out, g_out + L);
+    if (!grads) continue;
+    T* gy = grad_canvas + p;
+    for_lanes(cnt, [&](int lane) { gy[lane] -= g_out[lane]; });  // -d bits / d mu
+    const T* gx = lanes<T>(backward(net, blk, acc.data()));
+    for (int c = 0; c < context; ++c) {  // contexts were shifted reads: add back shifted
+      T* dst = grad_canvas + p + offsets[c];
+      for_lanes(cnt, [&](int lane) { dst[lane] += gx[c * L + lane]; });
+    }
+    if (++blocks % FLUSH_BLOCKS == 0) flush<T>(acc.data(), net.size, grad_params);
+  }
+  if (grads) flush<T>(acc.data(), net.size, grad_params);
+  return total;
+}
+
+// Upsampling taps (coolchic/model/upsampling.py): even outputs read inputs j-2 .. j+1,
+// odd outputs j-1 .. j+2 with the taps reversed; indices clamped to the axis.
+constexpr double TAPS[4] = {-9.0 / 256, 67.0 / 256, 225.0 / 256, -27.0 / 256};
+
+struct Upsample {
+  int64_t rows[4];
+  double taps[4];
+  Upsample(int64_t r, int64_t n) {
+    const int64_t j = r / 2, phase = r % 2;
+    for (int t = 0; t < 4; ++t) {
+      rows[t] = std::min(std::max<int64_t>(j - 2 + phase + t, 0), n - 1);
+      taps[t] = phase ? TAPS[3 - t] : TAPS[t];
+    }
+  }
+};
+
+// The synthesis (per-pixel MLP, then residual 3x3 convolutions with replicated borders) of
+// the latents, and the sum of its squared errors against the image, band by band of rows;
+// see fused._synthesis_mse. Images are (C, H, W); activations are kept with one replicated
+// column on each side, (C, rows, W + 2), so every convolution tap is a contiguous slice.
+template <typename T>
+struct Synthesis {
+  const T* finest;   // (H, W)
+  const T* coarser;  // (K, hc, W): grids 1.. upsampled but for the last vertical 2x
+  int64_t K, hc;
+  const T* image;  // (C, H, W)
+  int64_t C, H, W;
+  Mlp<T> mlp;
+  int n_conv;
+  const T* conv;  // per convolution: weight (C, C, 3, 3) then bias (C)
+  T scale;        // d loss / d x_hat = scale * (x_hat - image)
+  T* grad_finest;
+  T* grad_coarser;
+  double* grad_mlp;
+  double* grad_conv;
+
+  int64_t pw() const { return W + 2; }
+
+  // MLP inputs of pixels (r, c0 .. c0 + cnt - 1) into blk.acts[0]
+  void inputs(Block<T>& blk, int64_t r, int64_t c0, int cnt) const {
+    T* x = lanes<T>(blk.acts[0]);
+    const T* f = finest + r * W + c0;
+    for (int lane = 0; lane < L; ++lane) x[lane] = lane < cnt ? f[lane] : T(0);
+    if (K == 0) return;
+    const Upsample up(r, hc);
+    for (int64_t k = 0; k < K; ++k) {
+      const T* base = coarser + k * hc * W + c0;
+      T* dst = x + (k + 1) * L;
+      if (cnt == L) {
+        const T *s0 = base + up.rows[0] * W, *s1 = base + up.rows[1] * W;
+        const T *s2 = base + up.rows[2] * W, *s3 = base + up.rows[3] * W;
+        const T t0 = up.taps[0], t1 = up.taps[1], t2 = up.taps[2], t3 = up.taps[3];
+        for (int lane = 0; lane < L; ++lane)
+          dst[lane] = t0 * s0[lane] + t1 * s1[lane] + t2 * s2[lane] + t3 * s3[lane];
+      } else {
+        for (int lane = 0; lane < L; ++lane) {
+          T s = 0;
+          if (lane < cnt)
+            for (int t = 0; t < 4; ++t) s += T(up.taps[t]) * base[up.rows[t] * W + lane];
+          dst[lane] = s;
+        }
+      }
+    }
+  }
+
+  // the inputs' gradient of pixels (r, c0 ..) into grad_finest and grad_coarser
+  void scatter_inputs(const T* gx, int64_t r, int64_t c0, int cnt) const {
+    T* f = grad_finest + r * W + c0;
+    for_lanes(cnt, [&](int lane) { f[lane] += gx[lane]; });
+    if (K == 0) return;
+    const Upsample up(r, hc);
+    for (int64_t k = 0; k < K; ++k) {
+      const T* g = gx + (k + 1) * L;
+      for (int t = 0; t < 4; ++t) {
+        T* dst = grad_coarser + (k * hc + up.rows[t]) * W + c0;
+        const T tap = up.taps[t];
+        for_lanes(cnt, [&](int lane) { dst[lane] += tap * g[lane]; });
+      }
+    }
+  }
+
+  // replicate the edge columns of rows lo .. hi - 1 of a (C, rows, W + 2) buffer
+  void pad_columns(T* z, int64_t rows, int64_t lo, int64_t hi) const {
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t r = lo; r < hi; ++r) {
+        T* row = z + (ch * rows + r) * pw();
+        row[0] = row[1];
+        row[W + 1] = row[W];
+      }
+  }
+
+  double run(int64_t band_rows) {
+    const bool grads = grad_finest != nullptr;
+    const int64_t max_rows = std::min(H, band_rows + 2 * n_conv);
+    const int64_t plane = max_rows * pw();
+    // z[j]: input of convolution j (z[n_conv]: the output); g[j]: its gradient
+    std::vector<T> zbuf((n_conv + 1) * C * plane), gbuf(grads ? (n_conv + 1) * C * plane : 0);
+    std::vector<Vec<T>> acc(grads ? mlp.size : 0);
+    Block<T> blk;
+    double total = 0;
+    const int64_t last = mlp.n_layers;
+    for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+      const int64_t r1 = std::min(H, r0 + band_rows);
+      const int64_t a = std::max<int64_t>(0, r0 - n_conv), b = std::min(H, r1 + n_conv);
+      const int64_t rows = b - a;  // buffer row i holds image row a + i
+      auto zat = [&](int j, int64_t ch, int64_t r) { return zbuf.data() + (j * C + ch) * plane + (r - a) * pw(); };
+      auto gat = [&](int j, int64_t ch, int64_t r) { return gbuf.data() + (j * C + ch) * plane + (r - a) * pw(); };
+      // MLP over rows a .. b - 1
+      for (int64_t r = a; r < b; ++r)
+        for (int64_t c0 = 0; c0 < W; c0 += L) {
+          const int cnt = static_cast<int>(std::min<int64_t>(L, W - c0));
+          inputs(blk, r, c0, cnt);
+          forward(mlp, blk);
+          for (int64_t ch = 0; ch < C; ++ch) {
+            T* dst = zat(0, ch, r) + 1 + c0;
+            const T* src = lanes<T>(blk.acts[last]) + ch * L;
+            for_lanes(cnt, [&](int lane) { dst[lane] = src[lane]; });
+          }
+        }
+      pad_columns(zbuf.data(), max_rows, 0, rows);
+      // residual convolutions: each loses a row at a band edge that is not an image edge
+      std::vector<int64_t> lo(n_conv + 1), hi(n_conv + 1);
+      lo[0] = a;
+      hi[0] = b;
+      for (int j = 0; j < n_conv; ++j) {
+        lo[j + 1] = lo[j] == 0 ? 0 : lo[j] + 1;
+        hi[j + 1] = hi[j] == H ? H : hi[j] - 1;
+        const T* w = conv + j * C * (9 * C + 1);
+        const T* bias = w + 9 * C * C;
+        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r)
+          for (int64_t o = 0; o < C; ++o) {
+            T* __restrict out = zat(j + 1, o, r) + 1;
+            const T* __restrict res = zat(j, o, r) + 1;
+            for (int64_t c = 0; c < W; ++c) out[c] = res[c] + bias[o];
+            for (int64_t i = 0; i < C; ++i)
+              for (int ky = 0; ky < 3; ++ky) {
+                const int64_t rr = std::min(std::max<int64_t>(r + ky - 1, 0), H - 1);
+                const T* __restrict src = zat(j, i, rr);
+                const T* wk = w + ((o * C + i) * 3 + ky) * 3;
+                const T w0 = wk[0], w1 = wk[1], w2 = wk[2];
+                for (int64_t c = 0; c < W; ++c) out[c] += w0 * src[c] + w1 * src[c + 1] + w2 * src[c + 2];
+              }
+          }
+        pad_columns(zbuf.data() + (j + 1) * C * plane, max_rows, lo[j + 1] - a, hi[j + 1] - a);
+      }
+      // squared error on rows r0 .. r1 - 1, and its gradient
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* __restrict z = zat(n_conv, ch, r) + 1;
+          const T* __restrict im = image + (ch * H + r) * W;
+          T s = 0;
+          for (int64_t c = 0; c < W; ++c) {
+            const T d = z[c] - im[c];
+            s += d * d;
+          }
+          total += s;
+          if (grads) {
+            T* __restrict g = gat(n_conv, ch, r) + 1;
+            for (int64_t c = 0; c < W; ++c) g[c] = scale * (z[c] - im[c]);
+          }
+        }
+      if (!grads) continue;
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t r = lo[n_conv]; r < hi[n_conv]; ++r)
+          if (r < r0 || r >= r1) std::fill(gat(n_conv, ch, r) + 1, gat(n_conv, ch, r) + 1 + W, T(0));
+      // backward through the convolutions: g[j] (padded) = residual + adjoint of the taps
+      for (int j = n_conv - 1; j >= 0; --j) {
+        const T* w = conv + j * C * (9 * C + 1);
+        double* gw = grad_conv + j * C * (9 * C + 1);
+        double* gb = gw + 9 * C * C;
+        for (int64_t ch = 0; ch < C; ++ch)
+          for (int64_t r = lo[j]; r < hi[j]; ++r) std::fill(gat(j, ch, r), gat(j, ch, r) + pw(), T(0));
+        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r)
+          for (int64_t o = 0; o < C; ++o) {
+            const T* __restrict g = gat(j + 1, o, r) + 1;
+            T* res = gat(j, o, r) + 1;  // may alias dst below: no __restrict
+            T sb = 0;
+            for (int64_t c = 0; c < W; ++c) {
+              res[c] += g[c];
+              sb += g[c];
+            }
+            gb[o] += sb;
+            for (int64_t i = 0; i < C; ++i)
+              for (int ky = 0; ky < 3; ++ky) {
+                const int64_t rr = std::min(std::max<int64_t>(r + ky - 1, 0), H - 1);
+                const T* __restrict src = zat(j, i, rr);
+                T* __restrict dst = gat(j, i, rr);
+                const T* wk = w + ((o * C + i) * 3 + ky) * 3;
+                const T w0 = wk[0], w1 = wk[1], w2 = wk[2];
+                T s0 = 0, s1 = 0, s2 = 0;
+                for (int64_t c = 0; c < W; ++c) {
+                  s0 += g[c] * src[c];
+                  s1 += g[c] * src[c + 1];
+                  s2 += g[c] * src[c + 2];
+                }
+                double* gk = gw + ((o * C + i) * 3 + ky) * 3;
+                gk[0] += s0;
+                gk[1] += s1;
+                gk[2] += s2;
+                for (int64_t c = 0; c < W; ++c) dst[c] += w0 * g[c];  // dst[c + kx] += w_kx g[c]
+                for (int64_t c = 0; c < W; ++c) dst[c + 1] += w1 * g[c];
+                for (int64_t c = 0; c < W; ++c) dst[c + 2] += w2 * g[c];
+              }
+          }
+        // fold the replicated columns back into the edge columns
+        for (int64_t ch = 0; ch < C; ++ch)
+          for (int64_t r = lo[j]; r < hi[j]; ++r) {
+            T* row = gat(j, ch, r);
+            row[1] += row[0];
+            row[W] += row[W + 1];
+          }
+      }
+      // backward through the MLP, block by block (recomputing its activations)
+      for (int64_t r = a; r < b; ++r)
+        for (int64_t c0 = 0; c0 < W; c0 += L) {
+          const int cnt = static_cast<int>(std::min<int64_t>(L, W - c0));
+          inputs(blk, r, c0, cnt);
+          forward(mlp, blk);
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const T* src = gat(0, ch, r) + 1 + c0;
+            T* dst = lanes<T>(blk.grad[0]) + ch * L;
+            for (int lane = 0; lane < L; ++lane) dst[lane] = lane < cnt ? src[lane] : T(0);
+          }
+          scatter_inputs(lanes<T>(backward(mlp, blk, acc.data())), r, c0, cnt);
+        }
+      flush<T>(acc.data(), mlp.size, grad_mlp);
+    }
+    return total;
+  }
+};
+
+template <typename T>
+double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, const T* image,
+                     int64_t C, int64_t H, int64_t W, int n_mlp, const int64_t* widths,
+                     const T* mlp_params, int n_conv, const T* conv_params, int64_t band_rows,
+                     T* grad_finest, T* grad_coarser, double* grad_mlp, double* grad_conv) {
+  Synthesis<T> s{finest, coarser, K, hc, image, C, H, W, Mlp<T>(n_mlp, widths, mlp_params),
+                 n_conv, conv_params, T(2.0 / double(C * H * W)), grad_finest, grad_coarser,
+                 grad_mlp, grad_conv};
+  return s.run(band_rows);
+}
+
+// Soft-rounding with noise, q = s(s(y) + n(u)), and dq/dy (coolchic.quant: soft_round,
+// kumaraswamy_noise; u uniform on [0, 1)).
+template <typename T>
+void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size, T temperature,
+                      T shape_a, T shape_b, T* __restrict q, T* __restrict dq) {
+  const T inv_t = T(1) / temperature;
+  const T k = T(0.5) / std::tanh(T(0.5) * inv_t);  // s(x) = c + k tanh((x - c) / T)
+  const T dk = k * inv_t;
+  const T inv_a = T(1) / shape_a, inv_b = T(1) / shape_b;
+  for (int64_t i = 0; i < size; ++i) {
+    const T uc = std::min(std::max(u[i], T(1e-6)), T(1) - T(1e-6));
+    const T noise = std::pow(T(1) - std::pow(T(1) - uc, inv_b), inv_a) - T(0.5);
+    const T c1 = std::floor(y[i]) + T(0.5);
+    const T t1 = std::tanh((y[i] - c1) * inv_t);
+    const T x = c1 + k * t1 + noise;
+    const T c2 = std::floor(x) + T(0.5);
+    const T t2 = std::tanh((x - c2) * inv_t);
+    q[i] = c2 + k * t2;
+    dq[i] = dk * (T(1) - t1 * t1) * dk * (T(1) - t2 * t2);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int coolchic_kernels_version() { return 1; }
+
+#define ARM_RATE(NAME, T)                                                                      \
+  double NAME(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets, \
+              int n_layers, const int64_t* widths, const T* params, double ls_min, double ls_max, \
+              double min_prob, T* grad_canvas, double* grad_params) {                          \
+    return arm_rate<T>(canvas, valid, start, n, offsets, n_layers, widths, params, T(ls_min),   \
+                       T(ls_max), T(min_prob), grad_canvas, grad_params);                      \
+  }
+ARM_RATE(coolchic_arm_rate_f32, float)
+ARM_RATE(coolchic_arm_rate_f64, double)
+
+#define SYNTHESIS_MSE(NAME, T)                                                                  \
+  double NAME(const T* finest, const T* coarser, int64_t K, int64_t hc, const T* image, int64_t C, \
+              int64_t H, int64_t W, int n_mlp, const int64_t* widths, const T* mlp_params,      \
+              int n_conv, const T* conv_params, int64_t band_rows, T* grad_finest,              \
+              T* grad_coarser, double* grad_mlp, double* grad_conv) {                           \
+    return synthesis_mse<T>(finest, coarser, K, hc, image, C, H, W, n_mlp, widths, mlp_params,  \
+                            n_conv, conv_params, band_rows, grad_finest, grad_coarser,          \
+                            grad_mlp, grad_conv);                                               \
+  }
+SYNTHESIS_MSE(coolchic_synthesis_mse_f32, float)
+SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)
+
+#define SOFT_ROUND_NOISE(NAME, T)                                                             \
+  void NAME(const T* y, const T* u, int64_t size, double temperature, double shape_a,        \
+            double shape_b, T* q, T* dq) {                                                    \
+    soft_round_noise<T>(y, u, size, T(temperature), T(shape_a), T(shape_b), q, dq);           \
+  }
+SOFT_ROUND_NOISE(coolchic_soft_round_noise_f32, float)
+SOFT_ROUND_NOISE(coolchic_soft_round_noise_f64, double)
+
+}  // extern "C"

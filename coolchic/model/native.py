@@ -1,0 +1,174 @@
+"""The native (C++) training kernels of ``kernels.cpp``: built on first use with the system
+C++ compiler, cached on disk, and called through ctypes on CPU tensors.
+
+They compute the same functions as the torch kernels of ``coolchic.model.fused`` (tests
+compare them in float64), several times faster on the CPU: the layers are a dozen wide,
+so the work is bound by memory traffic and per-operation overhead, which a single pass per
+block of positions avoids. Without a working compiler `library` returns None, with the
+reason in `unavailable_reason`, and training runs the torch kernels; COOLCHIC_NATIVE=0 in
+the environment disables them.
+
+The shared object is compiled with -ffast-math but linked without it: GCC otherwise links
+in a start-up routine that turns on flush-to-zero for the whole process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+VERSION = 1  # coolchic_kernels_version() of SOURCE
+_COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math")
+# tried in order: tuned for this CPU, then portable
+FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
+_I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        path = shutil.which(name) if name else None
+        if path:
+            return path
+    return None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "coolchic"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: a library built for one CPU may not run on another."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({x for x in lines if x.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _build(compiler: str, flags: tuple[str, ...], out: Path) -> None:
+    """Compile (-ffast-math) then link (without it) `SOURCE` into `out`, atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        obj, lib = Path(tmp) / "kernels.o", Path(tmp) / out.name
+        run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=300)
+        run([compiler, *flags, "-c", str(SOURCE), "-o", str(obj)])
+        run([compiler, "-shared", str(obj), "-o", str(lib)])
+        os.replace(lib, out)
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class Library:
+    """The loaded kernels; arguments are contiguous CPU tensors of one dtype (float32 or
+    float64; gradients of parameters always float64)."""
+
+    def __init__(self, cdll: ctypes.CDLL):
+        self._cdll = cdll
+        arm = [_PTR, _PTR, _I64, _I64, _PTR, ctypes.c_int, _PTR, _PTR, _F64, _F64, _F64, _PTR, _PTR]
+        syn = [_PTR, _PTR, _I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int, _PTR, _PTR,
+               ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
+        soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR]
+        for suffix in ("f32", "f64"):
+            for name, args, result in (("arm_rate", arm, _F64), ("synthesis_mse", syn, _F64),
+                                        ("soft_round_noise", soft, None)):
+                fn = getattr(cdll, f"coolchic_{name}_{suffix}")
+                fn.argtypes, fn.restype = args, result
+
+    @staticmethod
+    def supports(t: torch.Tensor) -> bool:
+        return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+    def _fn(self, name: str, dtype: torch.dtype):
+        return getattr(self._cdll, f"coolchic_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+    def arm_rate(self, canvas: torch.Tensor, valid: torch.Tensor, start: int, n: int,
+                 offsets: list[int], widths: list[int], params: torch.Tensor,
+                 log_scale_range: tuple[float, float], min_prob: float,
+                 grad_canvas: torch.Tensor | None, grad_params: torch.Tensor | None) -> float:
+        """Bits of the latents at flat positions start .. start + n - 1 of `canvas` (context
+        at the flat `offsets`, `valid` 1.0 on latents); adds the gradients to `grad_canvas`
+        and `grad_params` (packed as `params`: each layer's weight then bias) unless None."""
+        offs = torch.tensor(offsets, dtype=torch.int64)
+        wid = torch.tensor(widths, dtype=torch.int64)
+        return self._fn("arm_rate", canvas.dtype)(
+            _ptr(canvas), _ptr(valid), start, n, _ptr(offs), len(widths) - 1, _ptr(wid),
+            _ptr(params), *log_scale_range, min_prob, _ptr(grad_canvas), _ptr(grad_params))
+
+    def synthesis_mse(self, finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
+                      widths: list[int], mlp: torch.Tensor, n_conv: int, conv: torch.Tensor,
+                      band_rows: int, grads: tuple | None) -> float:
+        """Sum of squared errors of the synthesis (see ``fused.synthesis_mse``); `mlp` and
+        `conv` pack each layer's weight then bias; `grads` = (finest's, coarser's, mlp's,
+        conv's) receive the gradients of the mean squared error, or None."""
+        _, c, h, w = image.shape
+        k, hc = (0, 1) if coarser is None else coarser.shape[1:3]
+        wid = torch.tensor(widths, dtype=torch.int64)
+        g = (None,) * 4 if grads is None else grads
+        return self._fn("synthesis_mse", finest.dtype)(
+            _ptr(finest), _ptr(coarser), k, hc, _ptr(image), c, h, w, len(widths) - 1, _ptr(wid),
+            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g))
+
+
+    def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
+                         shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
+        """q = soft-rounded (soft-rounded y plus Kumaraswamy noise of shape (a, b) drawn by
+        inverting the CDF at the uniform u), and dq/dy; see ``coolchic.quant``."""
+        self._fn("soft_round_noise", y.dtype)(_ptr(y), _ptr(u), y.numel(), temperature, *shape,
+                                              _ptr(q), _ptr(dq))
+
+
+@functools.cache
+def _load() -> Library | str:
+    if os.environ.get("COOLCHIC_NATIVE") == "0":
+        return "disabled by COOLCHIC_NATIVE=0"
+    compiler = _compiler()
+    if compiler is None:
+        return "no C++ compiler found (set CXX)"
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                 timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{compiler} --version failed: {error}"
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256("\0".join((SOURCE.read_text(), compiler, version, *flags, _cpu_id()))
+                             .encode()).hexdigest()[:16]
+        path = _cache_dir() / f"kernels-{key}.so"
+        try:
+            if not path.exists():
+                _build(compiler, flags, path)
+            cdll = ctypes.CDLL(str(path))
+            if cdll.coolchic_kernels_version() != VERSION:
+                return f"{path}: kernels version mismatch"
+            return Library(cdll)
+        except subprocess.CalledProcessError as error:
+            errors.append(f"{' '.join(flags)}: {error.stderr.strip()[-500:]}")
+        except (OSError, subprocess.SubprocessError) as error:
+            errors.append(f"{' '.join(flags)}: {error}")
+    return "building the native kernels failed: " + " | ".join(errors)
+
+
+def library() -> Library | None:
+    """The native kernels, building them the first time (about a second), or None when
+    they cannot be built or loaded here."""
+    lib = _load()
+    return lib if isinstance(lib, Library) else None
+
+
+def unavailable_reason() -> str | None:
+    """Why `library` returns None (None when it does not)."""
+    lib = _load()
+    return None if isinstance(lib, Library) else lib

@@ -1,0 +1,131 @@
+"""The native training kernels (coolchic/model/kernels.cpp): the same functions as the
+torch ones in float32 too, the fused soft-round quantizer equal to its definition, and a
+graceful fall-back to the torch kernels where no compiler works. (Float64 equality with
+the reference model: tests/test_speed_paths.py.)"""
+
+import numpy as np
+import pytest
+import torch
+
+import coolchic.model.fused as fused
+import coolchic.model.native as native
+from coolchic.config import DecoderConfig, get_arch
+from coolchic.model.coolchic import CoolChic
+from coolchic.presets import get_preset
+from coolchic.quant import kumaraswamy_noise, make_quantizer, soft_round
+from coolchic.train import overfit, training_kernels
+from tests.test_speed_paths import _fused_loss, _random_model, _reference_loss
+
+
+def _native_or_skip() -> fused.Kernels:
+    kernels = fused.native_kernels()
+    if kernels is None:
+        pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
+    return kernels
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """A cold library cache in tmp_path; the process-wide handles rebuilt afterwards."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native._load.cache_clear()
+    fused.native_kernels.cache_clear()
+    yield tmp_path
+    native._load.cache_clear()
+    fused.native_kernels.cache_clear()
+
+
+def test_native_float32_training_gradients_follow_the_float64_reference():
+    kernels = _native_or_skip()
+    model, image, noise = _random_model(get_arch("default"), 45, 70, seed=11)
+    params = list(model.parameters())
+    ref = _reference_loss(model, image, noise, 1e-3)
+    ref_grads = torch.autograd.grad(ref[2], params)
+    model32 = model.float()
+    new = _fused_loss(model32, image.float(), [n.float() for n in noise], 1e-3, kernels)
+    for a, b in zip(ref, new):
+        assert abs(float(a.detach()) - float(b.detach())) <= 1e-5 * abs(float(a.detach()))
+    for a, b in zip(ref_grads, torch.autograd.grad(new[2], list(model32.parameters()))):
+        assert torch.allclose(a.float(), b, rtol=1e-3, atol=1e-4 * float(a.abs().max()))
+
+
+def test_native_kernels_give_the_same_bits_on_every_call():
+    kernels = _native_or_skip()
+    model, image, noise = _random_model(DecoderConfig(), 33, 47, seed=2, dtype=torch.float32)
+    params = list(model.parameters())
+    runs = []
+    for junk in range(3):  # different heap contents each time
+        _ = [torch.randn(1000 * (junk + 1)) for _ in range(junk * 5)]
+        loss = _fused_loss(model, image, noise, 1e-3, kernels)[2]
+        runs.append((loss.detach(), *torch.autograd.grad(loss, params)))
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("path", ["native", "torch"])
+def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_noise(dtype, path,
+                                                                                   monkeypatch):
+    if path == "native":
+        _native_or_skip()
+    else:
+        monkeypatch.setattr(native, "library", lambda: None)
+    y0 = torch.randn(3, 29, 31, dtype=dtype) * 4
+    y0[0, 0, :5] = torch.tensor([0.5, -0.5, 2.0, -3.0, 1.4999])  # rounding boundaries
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    weights = torch.linspace(-1, 1, y0.numel(), dtype=dtype).view(y0.shape)
+    for t, a in ((0.3, 1.5), (0.1, 1.0), (0.8, 3.0)):
+        definition = lambda y, t=t, a=a: soft_round(soft_round(y, t) + kumaraswamy_noise(y, a), t)  # noqa: E731
+        outs = []
+        for fn in (definition, make_quantizer("softround", temperature=t, noise_shape=a)):
+            y = y0.clone().requires_grad_()
+            torch.manual_seed(7)
+            q = fn(y)
+            (grad,) = torch.autograd.grad((q * weights).sum(), y)
+            outs.append((q.detach(), grad))
+        (q_ref, g_ref), (q_new, g_new) = outs
+        assert torch.allclose(q_new, q_ref, rtol=0, atol=tol * 8)
+        assert torch.allclose(g_new, g_ref, rtol=tol * 10, atol=tol * 10)
+
+
+def test_loading_the_native_kernels_leaves_the_floating_point_environment_alone():
+    _native_or_skip()
+    tiny = np.float32(1e-40)  # subnormal: flush-to-zero would make it 0
+    assert tiny * np.float32(1.0) != 0
+    assert float(torch.tensor([1e-40]) * 1.0) != 0
+
+
+def test_without_a_compiler_training_falls_back_to_the_torch_kernels(fresh_build, monkeypatch):
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert native.library() is None and fused.native_kernels() is None
+    assert "compiler" in native.unavailable_reason()
+    image = torch.rand(1, 3, 9, 11)
+    model = CoolChic(DecoderConfig(), 9, 11, 3)
+    with pytest.warns(UserWarning, match="native training kernels unavailable"):
+        kernels = training_kernels("on", model, 10, "cpu")
+    assert kernels.native is None
+    assert training_kernels("off", model, 10, "cpu") is fused.EAGER
+    preset = get_preset("fast").scaled_to(3)
+    with pytest.warns(UserWarning):
+        trained = overfit(image, DecoderConfig(), preset, 1e-3)
+    assert all(torch.isfinite(p).all() for p in trained.parameters())
+
+
+def test_a_failed_build_says_why_and_leaves_no_library(fresh_build, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    assert native.library() is None
+    assert "failed" in native.unavailable_reason()
+    assert not list(fresh_build.rglob("*.so"))
+
+
+def test_the_library_is_built_once_into_the_cache_and_reused(fresh_build):
+    if native._compiler() is None:
+        pytest.skip("no C++ compiler")
+    lib = native.library()
+    assert lib is not None, native.unavailable_reason()
+    built = list(fresh_build.rglob("kernels-*.so"))
+    assert len(built) == 1
+    native._load.cache_clear()
+    stamp = built[0].stat().st_mtime_ns
+    assert native.library() is not None
+    assert built[0].stat().st_mtime_ns == stamp
