@@ -209,7 +209,7 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         sync()
 
     def up():
-        upsample_stack(q).sum().backward()
+        upsample_stack(q, kernels=kernels).sum().backward()
         sync()
 
     def syn():

@@ -9,7 +9,7 @@ import torch
 
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-from coolchic.config import DecoderConfig, get_arch
+from coolchic.config import DecoderConfig, get_arch, grid_shapes
 from coolchic.model.coolchic import CoolChic
 from coolchic.presets import get_preset
 from coolchic.quant import kumaraswamy_noise, make_quantizer, soft_round
@@ -86,6 +86,22 @@ def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_nois
         (q_ref, g_ref), (q_new, g_new) = outs
         assert torch.allclose(q_new, q_ref, rtol=0, atol=tol * 8)
         assert torch.allclose(g_new, g_ref, rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("size", [(37, 53, 7), (64, 64, 7), (20, 71, 3), (5, 3, 2), (1, 1, 3), (2, 9, 4)])
+def test_the_native_upsampling_cascade_and_its_adjoint_equal_the_torch_ones(size):
+    kernels = _native_or_skip()
+    h, w, n = size
+    torch.manual_seed(h * w)
+    grids = [torch.randn(1, 1, a, b, dtype=torch.float64, requires_grad=True)
+             for a, b in grid_shapes(h, w, n)]
+    ref = fused.upsample_stack(grids, kernels=fused.EAGER)
+    new = fused.upsample_stack(grids, kernels=kernels)
+    assert new.shape == ref.shape
+    assert torch.allclose(new, ref, rtol=0, atol=1e-13)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ref, grids[1:], g), torch.autograd.grad(new, grids[1:], g)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
 def test_loading_the_native_kernels_leaves_the_floating_point_environment_alone():

@@ -64,7 +64,7 @@ class CoolChic(nn.Module):
         layers = [(m.weight, m.bias) for m in self.arm.layers]
         rate = arm_rate(q, layers, self.config.arm.context, kernels=kernels)
         syn = self.synthesis
-        mse = synthesis_mse(q[0], upsample_stack(q), image,
+        mse = synthesis_mse(q[0], upsample_stack(q, kernels=kernels), image,
                             [(m.weight, m.bias) for m in syn.mlp],
                             [(m.weight, m.bias) for m in syn.residual], kernels=kernels)
         return mse, rate

@@ -470,11 +470,33 @@ def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: tor
         return _synthesis_mse(finest, coarser, image, params, len(mlp), kernels, None)
 
 
-def upsample_stack(grids: list[torch.Tensor]) -> torch.Tensor | None:
+class _UpsampleStack(torch.autograd.Function):
+    """`upsample_stack` by the native kernel; inputs (library, width, *grids 1..)."""
+
+    @staticmethod
+    def forward(ctx, lib: native.Library, width: int, *grids: torch.Tensor) -> torch.Tensor:
+        ctx.lib, ctx.width = lib, width
+        ctx.shapes = [g.shape for g in grids]
+        grids = [g.contiguous() for g in grids]
+        out = grids[0].new_empty(1, len(grids), grids[0].shape[-2], width)
+        lib.upsample_stack(grids, width, out=out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grads = [grad.new_empty(s) for s in ctx.shapes]
+        ctx.lib.upsample_stack(grads, ctx.width, grad_out=grad.contiguous(), grads=grads)
+        return (None, None, *grads)
+
+
+def upsample_stack(grids: list[torch.Tensor], *, kernels: Kernels = EAGER) -> torch.Tensor | None:
     """The `coarser` input of `synthesis_mse`: grids 1.. (each (1, 1, h_k, w_k)) cascaded
     to grid 1's size, then 2x horizontally to grid 0's width."""
     if len(grids) == 1:
         return None
+    lib = kernels.native_for(grids[0])
+    if lib is not None:
+        return _UpsampleStack.apply(lib, grids[0].shape[-1], *grids[1:])
     stack = upsample_cascade(grids[1:])  # (1, n_grids - 1, h_1, w_1)
     band = band_matrix(stack.dtype, stack.device)
     return upsample_axis(stack, -1, 0, grids[0].shape[-1], band)

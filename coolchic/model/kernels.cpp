@@ -501,6 +501,120 @@ double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, c
   return s.run(band_rows);
 }
 
+// The cascade of 2x upsamplings of coolchic.model.upsampling (upsample_stack): grids
+// 1 .. K, coarsest last, to grid 1's size, stacked finest first, then 2x horizontally to
+// the width W0. Output x of an axis of length n reads inputs x/2 - 2 + x%2 + t, t = 0..3,
+// clamped to 0 .. n-1, with TAPS (even x) or TAPS reversed (odd x). The cascade is linear,
+// so its backward pass (`adjoint`) needs only the shapes.
+template <typename T>
+struct Cascade {
+  int K;
+  const int64_t* shapes;  // (K, 2): (h, w) of grids 1 .. K
+  int64_t W0;
+
+  int64_t h(int k) const { return shapes[2 * k]; }
+  int64_t w(int k) const { return shapes[2 * k + 1]; }
+
+  // out[0 .. m) = 2x upsampling of in[0 .. n); pad: n + 4 scratch
+  static void up_row(const T* in, int64_t n, T* __restrict out, int64_t m, T* __restrict pad) {
+    const T t0 = T(TAPS[0]), t1 = T(TAPS[1]), t2 = T(TAPS[2]), t3 = T(TAPS[3]);
+    for (int64_t i = 0; i < n + 4; ++i) pad[i] = in[std::min(std::max<int64_t>(i - 2, 0), n - 1)];
+    const int64_t pairs = m / 2;
+    for (int64_t j = 0; j < pairs; ++j) {  // pad[j + 2] is input j
+      out[2 * j] = t0 * pad[j] + t1 * pad[j + 1] + t2 * pad[j + 2] + t3 * pad[j + 3];
+      out[2 * j + 1] = t3 * pad[j + 1] + t2 * pad[j + 2] + t1 * pad[j + 3] + t0 * pad[j + 4];
+    }
+    if (m % 2) out[m - 1] = t0 * pad[pairs] + t1 * pad[pairs + 1] + t2 * pad[pairs + 2] + t3 * pad[pairs + 3];
+  }
+
+  // gin[0 .. n) = adjoint of up_row applied to g[0 .. m); gz: 2n + 16 scratch
+  static void up_row_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, T* __restrict gz) {
+    const T t0 = T(TAPS[0]), t1 = T(TAPS[1]), t2 = T(TAPS[2]), t3 = T(TAPS[3]);
+    // gz[x + 8] = g[x], zero outside: every padded input p = -2 .. n + 1 gathers from the
+    // outputs 2p - 3 .. 2p + 4 that read it
+    std::fill(gz, gz + 8, T(0));
+    std::copy(g, g + m, gz + 8);
+    std::fill(gz + 8 + m, gz + 16 + 2 * n, T(0));
+    const T* z = gz + 8;
+    T lo = 0, hi = 0;
+    for (int64_t p = -2; p < n + 2; ++p) {
+      const int64_t x = 2 * p;
+      const T v = t0 * z[x + 4] + t1 * z[x + 2] + t2 * z[x] + t3 * z[x - 2] +
+                  t3 * z[x + 3] + t2 * z[x + 1] + t1 * z[x - 1] + t0 * z[x - 3];
+      if (p < 0) {
+        lo += v;
+      } else if (p >= n) {
+        hi += v;
+      } else {
+        gin[p] = v;
+      }
+    }
+    gin[0] += lo;  // the clamped reads
+    gin[n - 1] += hi;
+  }
+
+  // rows: out row r (of m) = sum_t tap in row clamp(r/2 - 2 + r%2 + t) (of n); width cols
+  static void up_rows(const T* in, int64_t n, T* __restrict out, int64_t m, int64_t cols) {
+    for (int64_t r = 0; r < m; ++r) {
+      const Upsample u(r, n);
+      const T *a = in + u.rows[0] * cols, *b = in + u.rows[1] * cols;
+      const T *c = in + u.rows[2] * cols, *d = in + u.rows[3] * cols;
+      const T ta = T(u.taps[0]), tb = T(u.taps[1]), tc = T(u.taps[2]), td = T(u.taps[3]);
+      T* o = out + r * cols;
+      for (int64_t i = 0; i < cols; ++i) o[i] = ta * a[i] + tb * b[i] + tc * c[i] + td * d[i];
+    }
+  }
+
+  static void up_rows_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, int64_t cols) {
+    std::fill(gin, gin + n * cols, T(0));
+    for (int64_t r = 0; r < m; ++r) {
+      const Upsample u(r, n);
+      const T* gr = g + r * cols;
+      for (int t = 0; t < 4; ++t) {
+        T* dst = gin + u.rows[t] * cols;
+        const T tap = T(u.taps[t]);
+        for (int64_t i = 0; i < cols; ++i) dst[i] += tap * gr[i];
+      }
+    }
+  }
+
+  // out: (K, h(0), W0)
+  void forward(const T* const* grids, T* out) const {
+    std::vector<T> acc(grids[K - 1], grids[K - 1] + h(K - 1) * w(K - 1));
+    std::vector<T> tmp, pad(std::max(W0, w(0)) + 4);
+    for (int k = K - 2; k >= 0; --k) {  // acc: channels k + 1 .. K - 1 at grid k + 1's size
+      const int64_t ch = K - 1 - k, hi = h(k + 1), wi = w(k + 1), ho = h(k), wo = w(k);
+      tmp.resize(ch * hi * wo);
+      for (int64_t r = 0; r < ch * hi; ++r) up_row(acc.data() + r * wi, wi, tmp.data() + r * wo, wo, pad.data());
+      std::vector<T> next((ch + 1) * ho * wo);
+      std::copy(grids[k], grids[k] + ho * wo, next.begin());
+      for (int64_t c = 0; c < ch; ++c)
+        up_rows(tmp.data() + c * hi * wo, hi, next.data() + (c + 1) * ho * wo, ho, wo);
+      acc.swap(next);
+    }
+    for (int64_t r = 0; r < K * h(0); ++r) up_row(acc.data() + r * w(0), w(0), out + r * W0, W0, pad.data());
+  }
+
+  // grads[k] = d / d grid k of <out, g>
+  void adjoint(const T* g, T* const* grads) const {
+    std::vector<T> acc(K * h(0) * w(0)), tmp, gz(2 * std::max(W0, w(0)) + 16);
+    for (int64_t r = 0; r < K * h(0); ++r)
+      up_row_adjoint(g + r * W0, W0, acc.data() + r * w(0), w(0), gz.data());
+    for (int k = 0; k < K - 1; ++k) {  // acc: channels k .. K - 1 at grid k's size
+      const int64_t ch = K - 1 - k, hi = h(k + 1), wi = w(k + 1), ho = h(k), wo = w(k);
+      std::copy(acc.begin(), acc.begin() + ho * wo, grads[k]);
+      tmp.resize(ch * hi * wo);
+      for (int64_t c = 0; c < ch; ++c)
+        up_rows_adjoint(acc.data() + (c + 1) * ho * wo, ho, tmp.data() + c * hi * wo, hi, wo);
+      std::vector<T> next(ch * hi * wi);
+      for (int64_t r = 0; r < ch * hi; ++r)
+        up_row_adjoint(tmp.data() + r * wo, wo, next.data() + r * wi, wi, gz.data());
+      acc.swap(next);
+    }
+    std::copy(acc.begin(), acc.begin() + h(K - 1) * w(K - 1), grads[K - 1]);
+  }
+};
+
 // Soft-rounding with noise, q = s(s(y) + n(u)), and dq/dy (coolchic.quant: soft_round,
 // kumaraswamy_noise; u uniform on [0, 1)).
 template <typename T>
@@ -550,6 +664,19 @@ ARM_RATE(coolchic_arm_rate_f64, double)
   }
 SYNTHESIS_MSE(coolchic_synthesis_mse_f32, float)
 SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)
+
+#define UPSAMPLE_STACK(NAME, T)                                                               \
+  void NAME(int K, const int64_t* shapes, int64_t W0, const int64_t* grids, T* out,           \
+            const T* grad_out, const int64_t* grads) {                                        \
+    const Cascade<T> c{K, shapes, W0};                                                        \
+    if (grad_out == nullptr) {                                                                \
+      c.forward(reinterpret_cast<const T* const*>(grids), out);                               \
+    } else {                                                                                  \
+      c.adjoint(grad_out, reinterpret_cast<T* const*>(grads));                                \
+    }                                                                                         \
+  }
+UPSAMPLE_STACK(coolchic_upsample_stack_f32, float)
+UPSAMPLE_STACK(coolchic_upsample_stack_f64, double)
 
 #define SOFT_ROUND_NOISE(NAME, T)                                                             \
   void NAME(const T* y, const T* u, int64_t size, double temperature, double shape_a,        \

@@ -81,9 +81,10 @@ class Library:
         syn = [_PTR, _PTR, _I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int, _PTR, _PTR,
                ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
         soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR]
+        up = [ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
         for suffix in ("f32", "f64"):
             for name, args, result in (("arm_rate", arm, _F64), ("synthesis_mse", syn, _F64),
-                                        ("soft_round_noise", soft, None)):
+                                        ("soft_round_noise", soft, None), ("upsample_stack", up, None)):
                 fn = getattr(cdll, f"coolchic_{name}_{suffix}")
                 fn.argtypes, fn.restype = args, result
 
@@ -121,6 +122,17 @@ class Library:
             _ptr(finest), _ptr(coarser), k, hc, _ptr(image), c, h, w, len(widths) - 1, _ptr(wid),
             _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g))
 
+
+    def upsample_stack(self, grids: list[torch.Tensor], width: int, out: torch.Tensor | None = None,
+                       grad_out: torch.Tensor | None = None, grads: list[torch.Tensor] | None = None) -> None:
+        """The cascade of ``fused.upsample_stack`` (grids (h_k, w_k) contiguous, each w_k
+        and h_k half the previous one rounded up, `width` 2 w_0 or 2 w_0 - 1) into `out`
+        (K, h_0, width); or, given `grad_out`, its adjoint into `grads`."""
+        shapes = torch.tensor([s for g in grids for s in g.shape[-2:]], dtype=torch.int64)
+        ptrs = torch.tensor([g.data_ptr() for g in grids], dtype=torch.int64)
+        gptrs = None if grads is None else torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64)
+        self._fn("upsample_stack", grids[0].dtype)(len(grids), _ptr(shapes), width, _ptr(ptrs), _ptr(out),
+                                                   _ptr(grad_out), _ptr(gptrs))
 
     def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
                          shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
