@@ -351,7 +351,7 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels,
     conv_w = params[2 * n_mlp : 2 * n_mlp + n_conv]
     conv_b = params[2 * n_mlp + n_conv :]
     lib = kernels.native_for(finest)
-    if lib is not None:
+    if lib is not None and image.shape[1] <= native.MAX_CHANNELS:
         return _synthesis_mse_native(lib, finest, coarser, image, list(zip(mlp_w, mlp_b)),
                                      list(zip(conv_w, conv_b)), grads)
     # (ky, kx)-major list of (out, in) matrices of each convolution

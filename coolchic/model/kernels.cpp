@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -331,11 +332,97 @@ struct Upsample {
   }
 };
 
+template <typename T>
+inline Reg<T> load(const T* p) {
+  Reg<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// the first n lanes of v to p
+template <typename T>
+inline void store(T* p, Reg<T> v, int64_t n) {
+  constexpr int VL = VBYTES / sizeof(T);
+  if (n >= VL) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    std::memcpy(p, &v, n * sizeof(T));
+  }
+}
+
+// One output row of a 3x3 convolution (NC -> NC channels, weight (NC, NC, 3, 3)) and its
+// adjoint, on rows padded with one replicated column each side (image column c at c + 1)
+// and readable one register beyond. Each VL-pixel chunk of all output channels is summed
+// in registers (NC * NC * 9 multiply-adds) and stored once.
+template <typename T, int NC>
+struct ConvRow {
+  static constexpr int VL = VBYTES / sizeof(T);
+
+  // out[o][c] = res[o][c] + b[o] + sum w[o, i, ky, kx] src[i * 3 + ky][c + kx], c < W
+  static void forward(const T* const* src, const T* const* res, T* const* out, const T* w,
+                      const T* b, int64_t W) {
+    for (int64_t c = 0; c < W; c += VL) {
+      Reg<T> acc[NC];
+      for (int o = 0; o < NC; ++o) acc[o] = load(res[o] + c) + b[o];
+      for (int i = 0; i < NC; ++i)
+        for (int ky = 0; ky < 3; ++ky) {
+          const T* x = src[i * 3 + ky] + c;
+          const Reg<T> x0 = load(x), x1 = load(x + 1), x2 = load(x + 2);
+          for (int o = 0; o < NC; ++o) {
+            const T* wk = w + ((o * NC + i) * 3 + ky) * 3;
+            acc[o] += wk[0] * x0 + wk[1] * x1 + wk[2] * x2;
+          }
+        }
+      for (int o = 0; o < NC; ++o) store(out[o] + c, acc[o], W - c);
+    }
+  }
+
+  // Given gz[o] (the gradient of out[o], at gz[o] + 2, zero around), adds the weights' and
+  // biases' gradients to the lane sums wacc (NC * NC * 9) and bacc (NC), and the adjoint
+  // of the taps to the padded gradient rows dst[i * 3 + ky] (rows may repeat: clamped).
+  static void backward(const T* const* gz, const T* const* src, T* const* dst, const T* w,
+                       Reg<T>* wacc, Reg<T>* bacc, int64_t W) {
+    for (int i = 0; i < NC; ++i)
+      for (int ky = 0; ky < 3; ++ky) {
+        Reg<T> s[NC][3] = {};
+        const T* x = src[i * 3 + ky];
+        for (int64_t c = 0; c < W; c += VL) {  // gz is zero past W
+          const Reg<T> x0 = load(x + c), x1 = load(x + c + 1), x2 = load(x + c + 2);
+          for (int o = 0; o < NC; ++o) {
+            const Reg<T> g = load(gz[o] + 2 + c);
+            s[o][0] += g * x0;
+            s[o][1] += g * x1;
+            s[o][2] += g * x2;
+          }
+        }
+        for (int o = 0; o < NC; ++o)
+          for (int kx = 0; kx < 3; ++kx) wacc[((o * NC + i) * 3 + ky) * 3 + kx] += s[o][kx];
+      }
+    for (int o = 0; o < NC; ++o)
+      for (int64_t c = 0; c < W; c += VL) bacc[o] += load(gz[o] + 2 + c);
+    // dst[p] += w[kx] g[p - kx], p = 0 .. W + 1
+    for (int i = 0; i < NC; ++i)
+      for (int ky = 0; ky < 3; ++ky) {
+        T* d = dst[i * 3 + ky];
+        for (int64_t p = 0; p < W + 2; p += VL) {
+          Reg<T> acc = load(d + p);
+          for (int o = 0; o < NC; ++o) {
+            const T* wk = w + ((o * NC + i) * 3 + ky) * 3;
+            const T* g = gz[o] + p;
+            acc += wk[0] * load(g + 2) + wk[1] * load(g + 1) + wk[2] * load(g);
+          }
+          store(d + p, acc, W + 2 - p);
+        }
+      }
+  }
+};
+
 // The synthesis (per-pixel MLP, then residual 3x3 convolutions with replicated borders) of
 // the latents, and the sum of its squared errors against the image, band by band of rows;
 // see fused._synthesis_mse. Images are (C, H, W); activations are kept with one replicated
-// column on each side, (C, rows, W + 2), so every convolution tap is a contiguous slice.
-template <typename T>
+// column on each side and zero slack after, rows of rs() >= W + 2 + VL values, so every
+// convolution tap is a contiguous, vector-loadable slice. NC = C (1 to 4).
+template <typename T, int NC>
 struct Synthesis {
   const T* finest;   // (H, W)
   const T* coarser;  // (K, hc, W): grids 1.. upsampled but for the last vertical 2x
@@ -351,7 +438,8 @@ struct Synthesis {
   double* grad_mlp;
   double* grad_conv;
 
-  int64_t pw() const { return W + 2; }
+  static constexpr int VL = VBYTES / sizeof(T);
+  int64_t rs() const { return (W + 2 + VL - 1) / VL * VL + VL; }
 
   // MLP inputs of pixels (r, c0 .. c0 + cnt - 1) into x (widths[0] Vecs)
   void inputs(Vec<T>* xv, int64_t r, int64_t c0, int cnt) const {
@@ -396,11 +484,11 @@ struct Synthesis {
     }
   }
 
-  // replicate the edge columns of rows lo .. hi - 1 of a (C, rows, W + 2) buffer
+  // replicate the edge columns of rows lo .. hi - 1 of a (C, rows, rs) buffer
   void pad_columns(T* z, int64_t rows, int64_t lo, int64_t hi) const {
     for (int64_t ch = 0; ch < C; ++ch)
       for (int64_t r = lo; r < hi; ++r) {
-        T* row = z + (ch * rows + r) * pw();
+        T* row = z + (ch * rows + r) * rs();
         row[0] = row[1];
         row[W + 1] = row[W];
       }
@@ -409,18 +497,24 @@ struct Synthesis {
   double run(int64_t band_rows) {
     const bool grads = grad_finest != nullptr;
     const int64_t max_rows = std::min(H, band_rows + 2 * n_conv);
-    const int64_t plane = max_rows * pw();
+    const int64_t plane = max_rows * rs();
     // z[j]: input of convolution j (z[n_conv]: the output); g[j]: its gradient
     std::vector<T> zbuf((n_conv + 1) * C * plane), gbuf(grads ? (n_conv + 1) * C * plane : 0);
     Trainer<T> tr(mlp, grads);
+    std::vector<Reg<T>> conv_acc(grads ? n_conv * NC * (9 * NC + 1) : 0);
+    std::vector<T> gz(NC * (rs() + 4));  // zero-padded gradient rows, see ConvRow::backward
     double total = 0;
     const int64_t last = mlp.n_layers;
     for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
       const int64_t r1 = std::min(H, r0 + band_rows);
       const int64_t a = std::max<int64_t>(0, r0 - n_conv), b = std::min(H, r1 + n_conv);
       const int64_t rows = b - a;  // buffer row i holds image row a + i
-      auto zat = [&](int j, int64_t ch, int64_t r) { return zbuf.data() + (j * C + ch) * plane + (r - a) * pw(); };
-      auto gat = [&](int j, int64_t ch, int64_t r) { return gbuf.data() + (j * C + ch) * plane + (r - a) * pw(); };
+      auto zat = [&](int j, int64_t ch, int64_t r) { return zbuf.data() + (j * C + ch) * plane + (r - a) * rs(); };
+      auto gat = [&](int j, int64_t ch, int64_t r) { return gbuf.data() + (j * C + ch) * plane + (r - a) * rs(); };
+      auto rows3 = [&](auto at, int j, int64_t r, T** out) {  // the rows each ky reads
+        for (int i = 0; i < NC; ++i)
+          for (int ky = 0; ky < 3; ++ky) out[i * 3 + ky] = at(j, i, std::min(std::max<int64_t>(r + ky - 1, 0), H - 1));
+      };
       // MLP over rows a .. b - 1
       for (int64_t r = a; r < b; ++r)
         for (int64_t c0 = 0; c0 < W; c0 += L) {
@@ -443,20 +537,17 @@ struct Synthesis {
         hi[j + 1] = hi[j] == H ? H : hi[j] - 1;
         const T* w = conv + j * C * (9 * C + 1);
         const T* bias = w + 9 * C * C;
-        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r)
-          for (int64_t o = 0; o < C; ++o) {
-            T* __restrict out = zat(j + 1, o, r) + 1;
-            const T* __restrict res = zat(j, o, r) + 1;
-            for (int64_t c = 0; c < W; ++c) out[c] = res[c] + bias[o];
-            for (int64_t i = 0; i < C; ++i)
-              for (int ky = 0; ky < 3; ++ky) {
-                const int64_t rr = std::min(std::max<int64_t>(r + ky - 1, 0), H - 1);
-                const T* __restrict src = zat(j, i, rr);
-                const T* wk = w + ((o * C + i) * 3 + ky) * 3;
-                const T w0 = wk[0], w1 = wk[1], w2 = wk[2];
-                for (int64_t c = 0; c < W; ++c) out[c] += w0 * src[c] + w1 * src[c + 1] + w2 * src[c + 2];
-              }
+        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r) {
+          T* src[3 * NC];
+          const T* res[NC];
+          T* out[NC];
+          rows3(zat, j, r, src);
+          for (int o = 0; o < NC; ++o) {
+            res[o] = zat(j, o, r) + 1;
+            out[o] = zat(j + 1, o, r) + 1;
           }
+          ConvRow<T, NC>::forward(src, res, out, w, bias, W);
+        }
         pad_columns(zbuf.data() + (j + 1) * C * plane, max_rows, lo[j + 1] - a, hi[j + 1] - a);
       }
       // squared error on rows r0 .. r1 - 1, and its gradient
@@ -482,42 +573,24 @@ struct Synthesis {
       // backward through the convolutions: g[j] (padded) = residual + adjoint of the taps
       for (int j = n_conv - 1; j >= 0; --j) {
         const T* w = conv + j * C * (9 * C + 1);
-        double* gw = grad_conv + j * C * (9 * C + 1);
-        double* gb = gw + 9 * C * C;
+        Reg<T>* wacc = conv_acc.data() + j * NC * (9 * NC + 1);
         for (int64_t ch = 0; ch < C; ++ch)
-          for (int64_t r = lo[j]; r < hi[j]; ++r) std::fill(gat(j, ch, r), gat(j, ch, r) + pw(), T(0));
-        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r)
-          for (int64_t o = 0; o < C; ++o) {
-            const T* __restrict g = gat(j + 1, o, r) + 1;
-            T* res = gat(j, o, r) + 1;  // may alias dst below: no __restrict
-            T sb = 0;
-            for (int64_t c = 0; c < W; ++c) {
-              res[c] += g[c];
-              sb += g[c];
-            }
-            gb[o] += sb;
-            for (int64_t i = 0; i < C; ++i)
-              for (int ky = 0; ky < 3; ++ky) {
-                const int64_t rr = std::min(std::max<int64_t>(r + ky - 1, 0), H - 1);
-                const T* __restrict src = zat(j, i, rr);
-                T* __restrict dst = gat(j, i, rr);
-                const T* wk = w + ((o * C + i) * 3 + ky) * 3;
-                const T w0 = wk[0], w1 = wk[1], w2 = wk[2];
-                T s0 = 0, s1 = 0, s2 = 0;
-                for (int64_t c = 0; c < W; ++c) {
-                  s0 += g[c] * src[c];
-                  s1 += g[c] * src[c + 1];
-                  s2 += g[c] * src[c + 2];
-                }
-                double* gk = gw + ((o * C + i) * 3 + ky) * 3;
-                gk[0] += s0;
-                gk[1] += s1;
-                gk[2] += s2;
-                for (int64_t c = 0; c < W; ++c) dst[c] += w0 * g[c];  // dst[c + kx] += w_kx g[c]
-                for (int64_t c = 0; c < W; ++c) dst[c + 1] += w1 * g[c];
-                for (int64_t c = 0; c < W; ++c) dst[c + 2] += w2 * g[c];
-              }
+          for (int64_t r = lo[j]; r < hi[j]; ++r) std::fill(gat(j, ch, r), gat(j, ch, r) + W + 2, T(0));
+        for (int64_t r = lo[j + 1]; r < hi[j + 1]; ++r) {
+          const T* gzr[NC];
+          for (int o = 0; o < NC; ++o) {
+            const T* g = gat(j + 1, o, r) + 1;
+            T* res = gat(j, o, r) + 1;
+            for (int64_t c = 0; c < W; ++c) res[c] += g[c];  // the residual branch
+            std::copy(g, g + W, gz.data() + o * (rs() + 4) + 2);
+            gzr[o] = gz.data() + o * (rs() + 4);
           }
+          T* src[3 * NC];
+          T* dst[3 * NC];
+          rows3(zat, j, r, src);
+          rows3(gat, j, r, dst);
+          ConvRow<T, NC>::backward(gzr, src, dst, w, wacc, wacc + 9 * NC * NC, W);
+        }
         // fold the replicated columns back into the edge columns
         for (int64_t ch = 0; ch < C; ++ch)
           for (int64_t r = lo[j]; r < hi[j]; ++r) {
@@ -546,7 +619,11 @@ struct Synthesis {
         }
       if (nb) tr.end_chunk(nb, grad_mlp);
     }
-    if (grads) tr.flush(grad_mlp);
+    if (grads) {
+      tr.flush(grad_mlp);
+      for (size_t k = 0; k < conv_acc.size(); ++k)
+        for (int lane = 0; lane < VL; ++lane) grad_conv[k] += conv_acc[k][lane];
+    }
     return total;
   }
 };
@@ -556,10 +633,20 @@ double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, c
                      int64_t C, int64_t H, int64_t W, int n_mlp, const int64_t* widths,
                      const T* mlp_params, int n_conv, const T* conv_params, int64_t band_rows,
                      T* grad_finest, T* grad_coarser, double* grad_mlp, double* grad_conv) {
-  Synthesis<T> s{finest, coarser, K, hc, image, C, H, W, Mlp<T>(n_mlp, widths, mlp_params),
-                 n_conv, conv_params, T(2.0 / double(C * H * W)), grad_finest, grad_coarser,
-                 grad_mlp, grad_conv};
-  return s.run(band_rows);
+  auto run = [&](auto nc) {
+    Synthesis<T, decltype(nc)::value> s{finest, coarser, K, hc, image, C, H, W,
+                                        Mlp<T>(n_mlp, widths, mlp_params), n_conv, conv_params,
+                                        T(2.0 / double(C * H * W)), grad_finest, grad_coarser,
+                                        grad_mlp, grad_conv};
+    return s.run(band_rows);
+  };
+  switch (C) {
+    case 1: return run(std::integral_constant<int, 1>{});
+    case 2: return run(std::integral_constant<int, 2>{});
+    case 3: return run(std::integral_constant<int, 3>{});
+    case 4: return run(std::integral_constant<int, 4>{});
+    default: return -1.0;  // refused: the caller checks C <= 4
+  }
 }
 
 // The cascade of 2x upsamplings of coolchic.model.upsampling (upsample_stack): grids

@@ -32,6 +32,7 @@ _COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math")
 # tried in order: tuned for this CPU, then portable
 FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+MAX_CHANNELS = 4  # image channels the native synthesis handles
 
 
 def _compiler() -> str | None:
