@@ -164,7 +164,7 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
     from coolchic.model.coolchic import CoolChic
     from coolchic.model.fused import arm_rate, synthesis_mse, upsample_stack
     from coolchic.quant import make_quantizer
-    from coolchic.train import training_kernels
+    from coolchic.train import adam, training_kernels
 
     h, w = size
     torch.manual_seed(0)
@@ -174,7 +174,8 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         for y in model.latents:
             y.normal_(0, 2)
     image = torch.rand(1, 3, h, w, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
+    optimizer = adam([{"params": list(model.latents), "lr": 1e-2}, {"params": networks, "lr": 1e-3}])
     kernels = training_kernels(opts.compile, model, 1, device)
     # the quantizer of real encodes (presets' soft-rounding phase) at mid-anneal values
     softround = make_quantizer("softround", temperature=0.3, noise_shape=1.5)

@@ -110,6 +110,15 @@ def training_kernels(mode: CompileMode, model: CoolChic, iterations: int, device
         return EAGER
 
 
+def adam(groups: list[dict]) -> torch.optim.Adam:
+    """Adam, fused (one kernel over all parameters) where this torch has it for these
+    tensors: on the reference CPU 0.7 ms per step instead of 2.1 ms at 768x512."""
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, ValueError):  # older torch: no fused CPU Adam
+        return torch.optim.Adam(groups)
+
+
 @contextmanager
 def _intra_op_threads(threads: int | None) -> Iterator[None]:
     """Run with `threads` intra-op threads (None: leave torch's setting), then restore."""
@@ -201,8 +210,7 @@ def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...]) -> CoolChic:
         latents = list(model.latents)
         networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
         latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
-        optimizer = torch.optim.Adam([{"params": latents, "lr": latent_lr},
-                                      {"params": networks, "lr": phase.lr}])
+        optimizer = adam([{"params": latents, "lr": latent_lr}, {"params": networks, "lr": phase.lr}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: _lr_factor(p, s))
         for step in range(phase.iterations):
             quantize = _phase_quantizer(phase, step)

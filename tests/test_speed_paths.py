@@ -28,7 +28,7 @@ from coolchic.model.upsampling import (
 )
 from coolchic.presets import get_preset
 from coolchic.reconstruct import synthesize
-from coolchic.train import overfit
+from coolchic.train import adam, overfit
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -380,3 +380,17 @@ def test_fused_training_kernels_on_cuda_compute_the_reference_values():
     config, (h, w) = MODEL_CASES[0]
     model, image, noise = _random_model(config, h, w, seed=0, device="cuda")
     _assert_fused_matches_reference(model, image, noise)
+
+
+def test_training_adam_is_fused_where_torch_has_it_and_plain_elsewhere(monkeypatch):
+    p = torch.nn.Parameter(torch.randn(5))
+    assert adam([{"params": [p], "lr": 1e-2}]).defaults["fused"]
+    plain = torch.optim.Adam
+
+    def without_fused(groups, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+        return plain(groups, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", without_fused)
+    assert not adam([{"params": [p], "lr": 1e-2}]).defaults["fused"]
