@@ -9,7 +9,7 @@ import torch
 
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-from coolchic.config import DecoderConfig, get_arch, grid_shapes
+from coolchic.config import DecoderConfig, SynthesisConfig, get_arch, grid_shapes
 from coolchic.model.coolchic import CoolChic
 from coolchic.presets import get_preset
 from coolchic.quant import kumaraswamy_noise, make_quantizer, soft_round
@@ -47,6 +47,26 @@ def test_native_float32_training_gradients_follow_the_float64_reference():
         assert abs(float(a.detach()) - float(b.detach())) <= 1e-5 * abs(float(a.detach()))
     for a, b in zip(ref_grads, torch.autograd.grad(new[2], list(model32.parameters()))):
         assert torch.allclose(a.float(), b, rtol=1e-3, atol=1e-4 * float(a.abs().max()))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5])
+def test_native_training_handles_gray_and_other_channel_counts(channels):
+    kernels = _native_or_skip()  # 5 channels: the torch synthesis (native takes 1 to 4)
+    torch.manual_seed(channels)
+    config = DecoderConfig(synthesis=SynthesisConfig((6,), 2))
+    model = CoolChic(config, 19, 26, channels).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    image = torch.rand(1, channels, 19, 26, dtype=torch.float64)
+    noise = [torch.rand_like(y) - 0.5 for y in model.latents]
+    params = list(model.parameters())
+    ref = _reference_loss(model, image, noise, 1e-3)
+    new = _fused_loss(model, image, noise, 1e-3, kernels)
+    for a, b in zip(ref, new):
+        assert torch.allclose(a, b, rtol=1e-10, atol=0)
+    for a, b in zip(torch.autograd.grad(ref[2], params), torch.autograd.grad(new[2], params)):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
 
 
 def test_native_kernels_give_the_same_bits_on_every_call():
@@ -132,6 +152,17 @@ def test_a_failed_build_says_why_and_leaves_no_library(fresh_build, monkeypatch)
     assert native.library() is None
     assert "failed" in native.unavailable_reason()
     assert not list(fresh_build.rglob("*.so"))
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_folder(fresh_build, monkeypatch):
+    if native._compiler() is None:
+        pytest.skip("no C++ compiler")
+    blocked = fresh_build / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
+    assert native.library() is not None, native.unavailable_reason()
+    assert list((fresh_build / "tmp").rglob("kernels-*.so"))
 
 
 def test_the_library_is_built_once_into_the_cache_and_reused(fresh_build):

@@ -43,9 +43,12 @@ def _compiler() -> str | None:
     return None
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where the built library is kept: the user's cache, else a per-user temporary folder
+    (a read-only home must not cost the speed)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "coolchic"
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return [Path(base) / "coolchic", Path(tempfile.gettempdir()) / f"coolchic-{user}"]
 
 
 def _cpu_id() -> str:
@@ -159,18 +162,20 @@ def _load() -> Library | str:
     for flags in FLAG_SETS:
         key = hashlib.sha256("\0".join((SOURCE.read_text(), compiler, version, *flags, _cpu_id()))
                              .encode()).hexdigest()[:16]
-        path = _cache_dir() / f"kernels-{key}.so"
-        try:
-            if not path.exists():
-                _build(compiler, flags, path)
-            cdll = ctypes.CDLL(str(path))
-            if cdll.coolchic_kernels_version() != VERSION:
-                return f"{path}: kernels version mismatch"
-            return Library(cdll)
-        except subprocess.CalledProcessError as error:
-            errors.append(f"{' '.join(flags)}: {error.stderr.strip()[-500:]}")
-        except (OSError, subprocess.SubprocessError) as error:
-            errors.append(f"{' '.join(flags)}: {error}")
+        for folder in _cache_dirs():
+            path = folder / f"kernels-{key}.so"
+            try:
+                if not path.exists():
+                    _build(compiler, flags, path)
+                cdll = ctypes.CDLL(str(path))
+                if cdll.coolchic_kernels_version() != VERSION:
+                    return f"{path}: kernels version mismatch"
+                return Library(cdll)
+            except subprocess.CalledProcessError as error:  # these flags fail: try the next
+                errors.append(f"{' '.join(flags)}: {error.stderr.strip()[-500:]}")
+                break
+            except (OSError, subprocess.SubprocessError) as error:  # this folder fails
+                errors.append(f"{' '.join(flags)} in {folder}: {error}")
     return "building the native kernels failed: " + " | ".join(errors)
 
 
