@@ -5,8 +5,9 @@ schedule), `masked` (the float masked convolution and context model), `intnet` (
 network in exact integer arithmetic), `probability` (integer PMFs from integer logits),
 `pmfcoder` (range coding with integer PMF rows), `codes` (coding a code tensor wave by
 wave), `registry` (models and their stable ids), `codec` (the codec protocol and the
-container), `training` (training loop with checkpoints and resume), `cli`.
-Systems: `cwic` (a), `progressive` (d).
+container), `autoencoder` (transforms and helpers the image codecs share), `training`
+(training loop with checkpoints and resume), `cli`.
+Systems: `cwic` (a), `cpm` (c), `progressive` (d).
 
 Nothing is imported here, so that the integer decoding path can be used without torch.
 """

@@ -18,17 +18,18 @@ The paper's defining pieces, at a size that trains on 2 CPU cores:
 Everything that decides a probability runs in exact integers (`intnet`, `probability`); the
 decoder's float convolutions run after all codes are decoded.
 
-Stream (bitstream_spec.md §5.8, codec CWIC): CONFIG = model_crc, then ``u8 quality`` (0:
-the only model so far) and ``u8 use_map`` (1 when the importance map is coded; 0 keeps
-every bit); LATENTS = ``u32 n`` and the n bytes of the map's symbol stream (absent when
-use_map is 0), then the bits' symbol stream. The code has ceil(H / 8) x ceil(W / 8)
-positions; the image is padded by edge replication to a multiple of 8 and cropped back.
+Stream (bitstream_spec.md §5.8, codec CWIC): CONFIG = model_crc, then ``u8 quality`` (0..100,
+the nominal quality of the shipped weights; 0 when unspecified) and ``u8 use_map`` (1 when
+the importance map is coded; 0 keeps every bit); LATENTS = ``u32 n`` and the n bytes of
+the map's symbol stream (absent when use_map is 0), then the bits' symbol stream. The code
+has ceil(H / 8) x ceil(W / 8) positions; the image is padded by edge replication to a
+multiple of 8 and cropped back.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,17 +37,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from coolchic.amortized import registry
+from coolchic.amortized.autoencoder import (
+    code_shape,
+    config_from,
+    image_tensor,
+    model_crc,
+    straight_through,
+    to_uint8,
+)
 from coolchic.amortized.causal import WaveOrder
-from coolchic.amortized.codec import read_stream, weights_crc, write_stream
+from coolchic.amortized.codec import read_stream, write_stream
 from coolchic.amortized.codes import Alphabet, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
 from coolchic.bitstream import BitstreamError
 from coolchic.entropy.coder import EntropyError
 
-SCALE = 8  # down-sampling factor of the encoder
 _CONFIG = struct.Struct("<BB")  # quality, use_map
 _LENGTH = struct.Struct("<I")
+MAX_QUALITY = 100
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,6 @@ class _Binarize(torch.autograd.Function):
         return grad
 
 
-def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    return soft + (hard - soft).detach()
-
-
 class Cwic(nn.Module):
     """The model of system (a); implements `codec.AmortizedCodec`."""
 
@@ -109,6 +114,7 @@ class Cwic(nn.Module):
         self.map_model = ContextModel(WaveOrder.zigzag(1), ContextConfig(
             kernel_size=(k, k), hidden=config.map_hidden, outputs=config.levels))
         self.use_map = False  # stage 1 (Li et al.): train without the importance map
+        self.quality = 0  # written in the stream: the shipped checkpoint's nominal quality
 
     # -- the float model (training, and the encoder side of coding) -------------------------
 
@@ -127,7 +133,7 @@ class Cwic(nn.Module):
         k = torch.arange(n, dtype=p.dtype, device=p.device)[None, :, None, None]
         hard = (k < (level + 1) * (n // levels)).to(p.dtype)
         soft = torch.clamp(n * p + n // levels - k, 0.0, 1.0)
-        return _straight_through(hard, soft)
+        return straight_through(hard, soft)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training proxy: x (B, 3, H, W) in [0, 1] -> (x_hat (B, 3, H, W), rate (B,) bits).
@@ -166,10 +172,7 @@ class Cwic(nn.Module):
 
     def model_crc(self) -> int:
         """CRC-32 of the weights (state dict in key order, as float64) and of the config."""
-        state = self.state_dict()
-        arrays = [state[key].detach().double().cpu().numpy() for key in sorted(state)]
-        config = np.frombuffer(repr(sorted(asdict(self.config).items())).encode(), dtype=np.uint8)
-        return weights_crc([config, *arrays])
+        return model_crc(self, self.config)
 
     def _kept(self, level: np.ndarray) -> np.ndarray:
         """bool (n, h, w) kept bits of integer levels (h, w)."""
@@ -180,20 +183,12 @@ class Cwic(nn.Module):
         """uint8 (height, width, 3) image from bits and kept mask (n, h, w)."""
         z = torch.from_numpy(np.where(kept, 2.0 * bits - 1.0, 0.0).astype(np.float32))[None]
         with torch.no_grad():
-            x_hat = self.decoder(z)[0, :, :height, :width]  # (3, height, width)
-        return np.clip(np.rint(x_hat.permute(1, 2, 0).double().numpy() * 255), 0, 255).astype(np.uint8)
+            return to_uint8(self.decoder(z), height, width)
 
     def _codes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder side: uint8 (H, W, 3) -> bits uint8 (n, h, w), levels int64 (h, w)."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.shape} {image.dtype}")
-        h, w = image.shape[:2]
-        x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
-        pad_h, pad_w = -h % SCALE, -w % SCALE
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         with torch.no_grad():
-            e, p = self.analyse(x)
+            e, p = self.analyse(image_tensor(image))
         bits = (e[0] > 0.5).numpy().astype(np.uint8)
         if self.use_map:
             level = np.minimum(np.floor(p[0, 0].double().numpy() * self.config.levels),
@@ -219,7 +214,7 @@ class Cwic(nn.Module):
         payload += encode_codes(bit_net, Alphabet.binary(), bits.astype(np.int64), coded=kept)
         h, w = image.shape[:2]
         return write_stream(self.entry, height=h, width=w, model_crc=self.model_crc(),
-                            config=_CONFIG.pack(0, int(self.use_map)), codes=payload)
+                            config=_CONFIG.pack(self.quality, int(self.use_map)), codes=payload)
 
     def decompress(self, data: bytes) -> np.ndarray:
         """A CWIC bitstream of this model -> uint8 (H, W, 3).
@@ -233,10 +228,10 @@ class Cwic(nn.Module):
         if len(stream.config) != _CONFIG.size:
             raise BitstreamError("invalid bitstream: the CWIC CONFIG fields have the wrong size")
         quality, use_map = _CONFIG.unpack(stream.config)
-        if quality != 0 or use_map > 1:
+        if quality > MAX_QUALITY or use_map > 1:
             raise BitstreamError(f"invalid bitstream: quality {quality}, use_map {use_map}")
         height, width = stream.header.height, stream.header.width
-        shape = (-(-height // SCALE), -(-width // SCALE))
+        shape = code_shape(height, width)
         bit_net, map_net = self.integer_nets()
         payload = stream.codes
         try:
@@ -270,11 +265,4 @@ def build(config: dict | None = None) -> Cwic:
     Raises:
         ValueError: an unknown field.
     """
-    config = dict(config or {})
-    unknown = set(config) - set(CwicConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown CWIC config field(s): {', '.join(sorted(unknown))}")
-    for key in ("context_hidden", "map_hidden"):
-        if key in config:
-            config[key] = tuple(config[key])
-    return Cwic(CwicConfig(**config))
+    return Cwic(config_from(CwicConfig, config, name="CWIC"))

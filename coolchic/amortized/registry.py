@@ -49,7 +49,7 @@ MODELS: tuple[ModelEntry, ...] = (
                "Efficient and Effective Context-Based Convolutional Entropy Modeling for "
                "Image Compression", "Li, Ma, You, Zhang, Zuo, IEEE TIP 2020", None),
     ModelEntry("cpm", CodecId.CPM, "Conditional Probability Models for Deep Image Compression",
-               "Mentzer, Agustsson, Tschannen, Timofte, Van Gool, CVPR 2018", None),
+               "Mentzer, Agustsson, Tschannen, Timofte, Van Gool, CVPR 2018", "cpm"),
     ModelEntry("progressive", None,
                "Improved Lossy Image Compression with Priming and Spatially Adaptive Bit "
                "Rates for Recurrent Networks (its entropy coder for binary codes)",
