@@ -112,7 +112,7 @@ def test_the_train_command_runs_and_refuses_bad_input_in_one_line(data_dir, tmp_
                                  "--batch", "1", "--crop", "16", "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "model.pt").exists()
-    for args in (["ccn", "--data", str(data_dir)], ["cwic", "--data", str(tmp_path / "none")],
+    for args in (["progressive", "--data", str(data_dir)], ["cwic", "--data", str(tmp_path / "none")],
                  ["cwic", "--data", str(data_dir), "--crop", "12"]):
         bad = runner.invoke(app, ["amortized", "train", *args, "-o", str(tmp_path / "x")])
         assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -7,7 +7,7 @@ network in exact integer arithmetic), `probability` (integer PMFs from integer l
 wave), `registry` (models and their stable ids), `codec` (the codec protocol and the
 container), `autoencoder` (transforms and helpers the image codecs share), `training`
 (training loop with checkpoints and resume), `cli`.
-Systems: `cwic` (a), `cpm` (c), `progressive` (d).
+Systems: `cwic` (a), `ccn` (b), `cpm` (c), `progressive` (d).
 
 Nothing is imported here, so that the integer decoding path can be used without torch.
 """

@@ -47,7 +47,7 @@ MODELS: tuple[ModelEntry, ...] = (
                "Li, Zuo, Gu, Zhao, Zhang, CVPR 2018", "cwic"),
     ModelEntry("ccn", CodecId.CCN,
                "Efficient and Effective Context-Based Convolutional Entropy Modeling for "
-               "Image Compression", "Li, Ma, You, Zhang, Zuo, IEEE TIP 2020", None),
+               "Image Compression", "Li, Ma, You, Zhang, Zuo, IEEE TIP 2020", "ccn"),
     ModelEntry("cpm", CodecId.CPM, "Conditional Probability Models for Deep Image Compression",
                "Mentzer, Agustsson, Tschannen, Timofte, Van Gool, CVPR 2018", "cpm"),
     ModelEntry("progressive", None,
