@@ -144,15 +144,19 @@ def _earlier_rows(path: Path, kinds: list[str]) -> list[list[str]]:
     return [r for r in rows if r[0] in kinds]
 
 
-def _time(fn, steps: int) -> float:
+def _time(fn, steps: int, *, cpu: bool = False) -> float | tuple[float, float]:
+    """Median ms of `steps` calls after 2 warm-ups; with `cpu`, (wall, this process's CPU
+    time): on a shared machine the wall time also counts waiting for a core."""
     for _ in range(2):
         fn()
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+        cpu_times.append(time.process_time() - c)
+    wall = statistics.median(times) * 1000
+    return (wall, statistics.median(cpu_times) * 1000) if cpu else wall
 
 
 def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
@@ -189,7 +193,7 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         optimizer.step()
         sync()
 
-    total = _time(step, opts.steps)
+    total, total_cpu = _time(step, opts.steps, cpu=True)
     q = [y.detach() + 0.1 for y in model.latents]
     for t in q:
         t.requires_grad_()
@@ -221,9 +225,10 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
              "upsampling": _time(up, opts.steps), "synthesis_mse": _time(syn, opts.steps),
              "optimizer": _time(optimizer.step, opts.steps)}
     name = "native" if kernels.native is not None else "torch"
-    print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter ({name} kernels); fwd+bwd split (ms) "
+    print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter, CPU {total_cpu:.1f} ms ({name} kernels); "
+          "fwd+bwd split (ms) "
           + ", ".join(f"{k} {v:.1f}" for k, v in split.items()) + f" (load {_load()})", flush=True)
-    return {"ms": total, "split": split, "latents": model.n_latents(), "kernels": name}
+    return {"ms": total, "cpu_ms": total_cpu, "split": split, "latents": model.n_latents(), "kernels": name}
 
 
 def main() -> None:
@@ -287,7 +292,7 @@ def main() -> None:
                 r = bench_train((h, w), arch, opts)
                 macs = mac_per_pixel(ARCHS[arch], h, w, 3).total
                 floor_ms = 2 * 3 * macs * h * w / (f32 * 1e9) * 1000
-                split = " ".join([f"kernels={r['kernels']}"]
+                split = " ".join([f"kernels={r['kernels']}", f"cpu_ms={r['cpu_ms']:.1f}"]
                                  + [f"{k}={v:.1f}" for k, v in r["split"].items()])
                 rows.append(["train", arch, split, f"{w}x{h}", f"{r['ms']:.1f}", "", "", "",
                              f"{macs:.1f}", f"{floor_ms:.2f}", f"{r['ms'] / floor_ms:.0f}", _load()])
@@ -302,8 +307,9 @@ def main() -> None:
         "# peak_mb: peak resident memory of the decoding process; above_import_mb: minus "
         "that of a process that only imported the decoder",
         "# train: ms per iteration (forward, backward, Adam step) on a random image, "
-        "soft-round quantizer (T 0.3, noise shape 1.5); the kernels and the split (fwd+bwd "
-        "each, ms) are in the image column",
+        "soft-round quantizer (T 0.3, noise shape 1.5); in the image column: the kernels, "
+        "the step's CPU time (cpu_ms: without the waits for a core) and the split (fwd+bwd "
+        "each, ms)",
         "# floor_ms: MAC (x3 for training) / matmul throughput; ratio = measured / floor",
         "\t".join(["kind", "arch", "image", "size", "median_ms", "first_ms", "peak_mb",
                    "above_import_mb", "mac_per_pixel", "floor_ms", "ratio", "load_avg"]),
