@@ -79,6 +79,11 @@ def encode(
     threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
     compile: Annotated[str, typer.Option(
         help="Compiled training kernels (native C++ on the CPU): auto, on, off.")] = "auto",
+    codec: Annotated[str, typer.Option(
+        help="coolchic (overfitted), or a pretrained amortized codec: cwic, ccn, cpm.")] = "coolchic",
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Amortized codecs: weights (a model.pt of 'coolchic amortized train') instead of "
+             "the shipped ones.")] = None,
 ) -> None:
     """Encode IMAGE into a coolchic bitstream."""
     from coolchic.encode import encode as encode_image
@@ -88,6 +93,14 @@ def encode(
     _check_output(output)
     if not image.is_file():
         fail(f"no such image file: {image}")
+    if codec != "coolchic":
+        _encode_amortized(image, output, codec=codec, quality=quality, checkpoint=checkpoint,
+                          threads=threads, others={"--lmbda": lmbda, "--target-bpp": target_bpp,
+                                                   "--target-psnr": target_psnr,
+                                                   "--iterations": iterations})
+        return
+    if checkpoint is not None:
+        fail("--checkpoint is for the amortized codecs (--codec cwic, ccn or cpm)")
     if iterations is not None and iterations < 1:
         fail("--iterations must be >= 1")
     knobs = (("--lmbda", lmbda), ("--quality", quality),
@@ -138,21 +151,52 @@ def encode(
     )
 
 
+def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float | None,
+                      checkpoint: Path | None, threads: int, others: dict) -> None:
+    """`encode --codec NAME` for the amortized codecs: one library call, one summary line."""
+    from coolchic.amortized.api import encode as encode_amortized
+    from coolchic.amortized.api import image_codecs
+    from coolchic.io import atomic_write_bytes
+
+    if codec not in image_codecs():
+        fail(f"unknown codec {codec!r}; expected one of coolchic, {', '.join(image_codecs())}")
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        fail(f"{', '.join(given)} only apply to the coolchic codec, not to {codec}")
+    if threads < 1:
+        fail("--threads must be >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    result = encode_amortized(image, codec=codec, quality=quality, checkpoint=checkpoint)
+    atomic_write_bytes(output, result.data)
+    r = result.report
+    console.print(
+        f"[bold green]{output}[/]: {r.n_bytes} bytes, [bold]{r.bpp:.4f} bpp[/], "
+        f"PSNR [bold]{r.psnr_db:.2f} dB[/] (decoded), {r.width}x{r.height}x3 8-bit, "
+        f"{codec} quality {r.quality} ({Path(r.checkpoint).name}), "
+        f"encoded in {r.encode_seconds:.1f} s",
+        highlight=False,
+    )
+
+
 @app.command()
 @clean_errors
 def decode(
     bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream to decode.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Image path [BITSTREAM.png].")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (bit-identical output).")] = "cpu",
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Amortized streams: the weights to decode with instead of the shipped ones.")] = None,
 ) -> None:
-    """Decode BITSTREAM to an image."""
+    """Decode BITSTREAM to an image (any codec: the header names it)."""
     from coolchic.decode import decode as decode_bitstream
     from coolchic.io import write_image
 
     output = output or bitstream.with_suffix(".png")
     _check_output(output)
     start = time.perf_counter()
-    image = decode_bitstream(bitstream, device=device)
+    image = decode_bitstream(bitstream, device=device, checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     write_image(output, image, 8 if image.dtype.itemsize == 1 else 16)
     console.print(f"[bold green]{output}[/]: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
@@ -163,8 +207,12 @@ def decode(
 @clean_errors
 def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")]) -> None:
     """Show a bitstream's header, section sizes and decoder complexity."""
-    from coolchic.decode import describe
+    from coolchic.bitstream import CodecId
+    from coolchic.decode import codec_id, describe
 
+    if codec_id(bitstream) != CodecId.COOLCHIC:
+        _info_amortized(bitstream)
+        return
     d = describe(bitstream)
     h, c = d.header, d.config
     table = Table(title=str(bitstream), show_header=False)
@@ -179,6 +227,21 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
     m = d.macs
     table.add_row("decoder MAC/pixel", f"{m.total:.1f} (ARM {m.arm:.1f}, "
                   f"upsampling {m.upsampling:.1f}, synthesis {m.synthesis:.1f})")
+    console.print(table)
+
+
+def _info_amortized(bitstream: Path) -> None:
+    from coolchic.amortized.api import describe as describe_amortized
+
+    d = describe_amortized(bitstream.read_bytes())
+    table = Table(title=str(bitstream), show_header=False)
+    table.add_row("codec", f"{d.entry.name} (id {int(d.entry.codec_id)}), amortized")
+    table.add_row("model", f"{d.entry.title} ({d.entry.citation})")
+    table.add_row("weights", f"quality {d.quality}, CRC {d.model_crc:08x}")
+    table.add_row("size", f"{d.width} x {d.height}, 3 channel(s), 8-bit")
+    table.add_row("bytes", f"{d.total_bytes} ({d.bpp:.4f} bpp)")
+    for name, n in d.section_bytes.items():
+        table.add_row(f"  section {name}", f"{n} bytes")
     console.print(table)
 
 

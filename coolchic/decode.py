@@ -60,7 +60,11 @@ class BitstreamInfo:
 
 
 def _parse(data: bytes) -> tuple[Header, dict[int, bytes], DecoderConfig]:
-    header, sections = read_bitstream(data)
+    return _parse_sections(*read_bitstream(data))
+
+
+def _parse_sections(header: Header, sections: dict[int, bytes]
+                    ) -> tuple[Header, dict[int, bytes], DecoderConfig]:
     if header.height * header.width > DECODER_MAX_PIXELS:
         raise BitstreamError(
             f"a {header.width}x{header.height} image exceeds this decoder's limit of "
@@ -74,6 +78,11 @@ def _parse(data: bytes) -> tuple[Header, dict[int, bytes], DecoderConfig]:
     return header, sections, unpack_config(sections[SectionId.CONFIG])
 
 
+def codec_id(data: bytes | str | Path) -> CodecId:
+    """The codec of a valid bitstream (checked as `read_bitstream` does)."""
+    return read_bitstream(_read(data))[0].codec_id
+
+
 def describe(data: bytes | str | Path) -> BitstreamInfo:
     """Header fields, section sizes and decoder complexity, without decoding."""
     raw = _read(data)
@@ -83,13 +92,16 @@ def describe(data: bytes | str | Path) -> BitstreamInfo:
     return BitstreamInfo(header, config, sizes, len(raw), macs)
 
 
-def decode(data: bytes | str | Path, *, device: str = "cpu") -> np.ndarray:
+def decode(data: bytes | str | Path, *, device: str = "cpu",
+           checkpoint: str | Path | None = None) -> np.ndarray:
     """Decode a coolchic bitstream.
 
     Args:
         data: the bitstream, or the path of a file holding it.
         device: where upsampling and synthesis run ('cpu' or 'cuda'); the result is
             bit-identical on both. Latent decoding always runs on the CPU.
+        checkpoint: for a stream of an amortized codec (`coolchic.amortized`, decoded on
+            the CPU), the weights file to use instead of the shipped one; unused otherwise.
 
     Returns:
         (H, W, C) image, uint8 for 8-bit streams and uint16 for 16-bit ones.
@@ -98,7 +110,13 @@ def decode(data: bytes | str | Path, *, device: str = "cpu") -> np.ndarray:
         BitstreamError: the data is not a valid coolchic bitstream (one-sentence message).
     """
     check_device(device)
-    header, sections, config = _parse(_read(data))
+    raw = _read(data)
+    header, sections = read_bitstream(raw)
+    if header.codec_id != CodecId.COOLCHIC:
+        from coolchic.amortized.api import decode as decode_amortized
+
+        return decode_amortized(raw, checkpoint=checkpoint)
+    header, sections, config = _parse_sections(header, sections)
     weights = unpack_weights(sections[SectionId.WEIGHTS], config, header.channels)
     shapes = grid_shapes(header.height, header.width, config.latents.n_grids)
     schedule = make_schedule(shapes, config.arm.context)

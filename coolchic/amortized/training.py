@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coolchic.amortized import registry
+from coolchic.amortized import checkpoints, registry
 from coolchic.io import read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
@@ -106,14 +106,8 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def load_model(path: str | os.PathLike):
-    """A model from a `model.pt` or `checkpoint.pt` file of `train`."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    module = registry.get(payload["model"]).load()
-    model = module.build(payload["config"])
-    model.load_state_dict(payload["state"])
-    for name, value in payload.get("attributes", {}).items():
-        setattr(model, name, value)
-    return model
+    """A model from a `model.pt` or `checkpoint.pt` file of `train` (`checkpoints.load`)."""
+    return checkpoints.load(path)
 
 
 def train(name: str, data: str | os.PathLike, out: str | os.PathLike, options: TrainOptions, *,

@@ -1,0 +1,126 @@
+"""Weights of the amortized codecs: the checkpoints shipped in this folder, and any `model.pt`.
+
+A shipped checkpoint is ``<model>-q<quality>.pt`` in this folder (package data): the
+weights of `coolchic amortized train`'s ``model.pt`` for model `<model>` of the registry,
+at nominal quality 0..100. The quality is written in every stream the weights encode, and
+`coolchic decode` uses it to find the same weights again (their CRC, also in the stream,
+is checked). Torch is imported only when weights are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from coolchic.amortized import registry
+
+FOLDER = Path(__file__).resolve().parent  # where the shipped checkpoints are
+MAX_QUALITY = 100
+DEFAULT_QUALITY = 50  # `--quality` when none is given: the shipped checkpoint nearest to it
+_NAME = re.compile(r"^(?P<model>[a-z]+)-q(?P<quality>\d{1,3})\.pt$")
+
+
+def shipped(name: str, *, folder: Path | None = None) -> dict[int, Path]:
+    """Quality -> path of every shipped checkpoint of model `name` (a registry name)."""
+    registry.get(name)
+    folder = FOLDER if folder is None else Path(folder)
+    found = {}
+    for path in sorted(folder.glob(f"{name}-q*.pt")):
+        match = _NAME.match(path.name)
+        if match and match["model"] == name and int(match["quality"]) <= MAX_QUALITY:
+            found[int(match["quality"])] = path
+    return found
+
+
+def _missing(name: str, what: str) -> ValueError:
+    return ValueError(f"no shipped {name} checkpoint {what} in {FOLDER}; train one with "
+                      f"'coolchic amortized train {name}' and pass --checkpoint PATH/model.pt")
+
+
+def shipped_path(name: str, *, quality: float | None = None, exact: bool = False,
+                 folder: Path | None = None) -> Path:
+    """The shipped checkpoint of `name` whose quality is nearest `quality` (exactly it when
+    `exact`; DEFAULT_QUALITY when None; ties go to the lower quality).
+
+    Raises:
+        ValueError: quality outside 0..100, or no such checkpoint (one line).
+    """
+    if quality is not None and not 0 <= quality <= MAX_QUALITY:
+        raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality}")
+    files = shipped(name, folder=folder)
+    target = DEFAULT_QUALITY if quality is None else quality
+    if exact:
+        if target not in files:
+            raise _missing(name, f"of quality {target:g}")
+        return files[int(target)]
+    if not files:
+        raise _missing(name, "(none)")
+    return files[min(files, key=lambda q: (abs(q - target), q))]
+
+
+def load(path: str | os.PathLike, *, name: str | None = None):
+    """The model of a `model.pt` or `checkpoint.pt` file of `coolchic amortized train`.
+
+    Args:
+        path: the file.
+        name: when given, the registry name the file must hold.
+
+    Returns:
+        The model (an `AmortizedCodec`); its quality is the file's "quality" entry, else 0.
+
+    Raises:
+        ValueError: unreadable, not a checkpoint, or another model's.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ValueError(f"no such checkpoint file: {path}") from None
+    except Exception as error:  # torch reports a bad file with many exception types
+        raise ValueError(f"{path} is not a coolchic checkpoint ({error.__class__.__name__})") from None
+    if not isinstance(payload, dict) or not {"model", "config", "state"} <= set(payload):
+        raise ValueError(f"{path} is not a coolchic amortized checkpoint")
+    if name is not None and payload["model"] != name:
+        raise ValueError(f"{path} holds {payload['model']} weights, not {name}")
+    model = registry.get(payload["model"]).load().build(payload["config"])
+    model.load_state_dict(payload["state"])
+    for attribute, value in payload.get("attributes", {}).items():
+        setattr(model, attribute, value)
+    model.quality = int(payload.get("quality", 0))
+    model.eval()
+    return model
+
+
+def load_shipped(name: str, *, quality: float | None = None, exact: bool = False,
+                 folder: Path | None = None):
+    """The model of `shipped_path(name, quality=..., exact=...)`, its quality set from the
+    file name."""
+    path = shipped_path(name, quality=quality, exact=exact, folder=folder)
+    model = load(path, name=name)
+    model.quality = int(_NAME.match(path.name)["quality"])
+    return model
+
+
+def ship(source: str | os.PathLike, *, quality: int, folder: Path | None = None) -> Path:
+    """Copy a `model.pt` into the shipped checkpoints as ``<model>-q<quality>.pt`` (weights,
+    config and attributes only, with its quality).
+
+    Returns:
+        The written path.
+    """
+    import torch
+
+    if not 0 <= quality <= MAX_QUALITY:
+        raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality}")
+    payload = torch.load(source, map_location="cpu", weights_only=False)
+    body = {key: payload[key] for key in ("model", "config", "state", "attributes") if key in payload}
+    body["quality"] = int(quality)
+    folder = FOLDER if folder is None else Path(folder)
+    path = folder / f"{body['model']}-q{quality}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(body, tmp)
+    os.replace(tmp, path)
+    return path
