@@ -160,7 +160,12 @@ def test_training_runs_through_the_library_and_the_command(tmp_path):
     model = train("cpm", folder, tmp_path / "a", options, config=TINY)
     shipped = load_model(tmp_path / "a" / "model.pt")
     assert shipped.model_crc() == model.model_crc()
+    log = tmp_path / "log.tsv"
     result = CliRunner().invoke(app, ["amortized", "train", "cpm", "--data", str(folder), "--steps", "1",
-                                      "--batch", "1", "--crop", "16", "-o", str(tmp_path / "b")])
+                                      "--batch", "1", "--crop", "16", "-o", str(tmp_path / "b"),
+                                      "--log", str(log)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "b" / "model.pt").exists()
+    header, line = log.read_text().splitlines()
+    assert header.split("\t") == ["step", "stage", "loss", "psnr_db", "bpp", "seconds"]
+    assert line.split("\t")[:2] == ["1", "0"]

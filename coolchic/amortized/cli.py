@@ -114,8 +114,12 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt if present.")] = True,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+    log: Annotated[Path | None, typer.Option(
+        help="Append a TSV line (means over the last 100 steps) every 100 steps and at the end.")] = None,
 ) -> None:
     """Train an amortized model on random crops; checkpoints and resume in OUT."""
+    import time
+
     import torch
 
     from coolchic.amortized.training import FINAL, TrainOptions
@@ -130,9 +134,22 @@ def train(
     with _progress(f"training {model}") as bar:
         task = bar.add_task("train", total=steps, stats="")
 
+        window: list = []
+        start = time.perf_counter()
+        if log is not None and not log.exists():
+            log.write_text("step\tstage\tloss\tpsnr_db\tbpp\tseconds\n")
+
         def on_step(p) -> None:
             bar.update(task, completed=p.step, stats=f"stage {p.stage}  loss {p.loss:.4g}  "
                        f"{p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
+            window.append(p)
+            if log is not None and (p.step % 100 == 0 or p.step == p.total):
+                n = len(window)
+                with log.open("a") as f:
+                    f.write(f"{p.step}\t{p.stage}\t{sum(q.loss for q in window) / n:.6g}\t"
+                            f"{sum(q.psnr_db for q in window) / n:.3f}\t"
+                            f"{sum(q.bpp for q in window) / n:.4f}\t{time.perf_counter() - start:.1f}\n")
+                window.clear()
 
         train_model(model, data, out, options, resume=resume, callback=on_step)
     Console().print(f"[bold green]{out / FINAL}[/]: {model} trained for {steps} steps "
