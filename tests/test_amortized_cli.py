@@ -152,3 +152,16 @@ def test_decoding_an_amortized_stream_loads_no_training_code(trained, tmp_path):
         "print(bad); sys.exit(bool(bad))"
     )
     subprocess.run([sys.executable, "-c", code, str(out), str(weights)], check=True)
+
+
+def test_shipping_keeps_the_weights_and_writes_every_config_field(trained, shipped, tmp_path):
+    original = checkpoints.load(trained / "cpm" / "model.pt")
+    copy = checkpoints.load_shipped("cpm", quality=40, exact=True)
+    assert copy.model_crc() == original.model_crc() and copy.quality == 40
+    payload = torch.load(shipped / "cpm-q40.pt", weights_only=False)
+    assert payload["quality"] == 40 and set(payload["config"]) == {
+        "code_channels", "centres", "features", "sigma", "context_hidden", "context_kernel"}
+    assert sorted(checkpoints.shipped("cpm")) == [40, 80] and checkpoints.shipped("cwic") == {}
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a coolchic checkpoint"):
+        checkpoints.load(tmp_path / "junk.pt")

@@ -105,19 +105,24 @@ def load_shipped(name: str, *, quality: float | None = None, exact: bool = False
 
 
 def ship(source: str | os.PathLike, *, quality: int, folder: Path | None = None) -> Path:
-    """Copy a `model.pt` into the shipped checkpoints as ``<model>-q<quality>.pt`` (weights,
-    config and attributes only, with its quality).
+    """Copy a `model.pt` (or `checkpoint.pt`) into the shipped checkpoints as
+    ``<model>-q<quality>.pt``: weights, attributes, quality, and the whole config (every field,
+    so that later changes of a model's defaults do not change shipped weights' meaning).
 
     Returns:
         The written path.
     """
+    import dataclasses
+
     import torch
 
     if not 0 <= quality <= MAX_QUALITY:
         raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality}")
     payload = torch.load(source, map_location="cpu", weights_only=False)
-    body = {key: payload[key] for key in ("model", "config", "state", "attributes") if key in payload}
-    body["quality"] = int(quality)
+    model = load(source)
+    body = {"model": payload["model"], "config": dataclasses.asdict(model.config),
+            "state": model.state_dict(), "attributes": payload.get("attributes", {}),
+            "quality": int(quality)}
     folder = FOLDER if folder is None else Path(folder)
     path = folder / f"{body['model']}-q{quality}.pt"
     tmp = path.with_name(path.name + ".tmp")
