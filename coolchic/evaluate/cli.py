@@ -67,6 +67,18 @@ def parse_baselines(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_amortized(text: str) -> tuple[str, ...]:
+    """``"all"``, ``"none"`` / empty, or a comma list of amortized codec names."""
+    from coolchic.amortized.api import image_codecs
+
+    text = text.strip()
+    if text in ("", "none"):
+        return ()
+    if text == "all":
+        return image_codecs()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     if not text:
         return None
@@ -102,7 +114,9 @@ _Crop = Annotated[int | None, typer.Option(help="Centre-crop every image to N x 
 _Images = Annotated[str | None, typer.Option(help="Comma-separated image names (kodim01,...).")]
 _Baselines = Annotated[str, typer.Option(
     help=f"Classical codecs: all, none, or a comma list of {', '.join(CLASSICAL)}.")]
-_OnlyBaselines = Annotated[bool, typer.Option("--only-baselines", help="Leave our codec out.")]
+_Amortized = Annotated[str, typer.Option(
+    help="Amortized codecs at their shipped qualities: all, none, or a comma list of cwic, ccn, cpm.")]
+_OnlyBaselines = Annotated[bool, typer.Option("--only-baselines", help="Leave the overfitted codec out.")]
 _Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Local backend: jobs run at once.")]
 _Backend = Annotated[str, typer.Option(help="local or ray.")]
 _RayAddress = Annotated[str | None, typer.Option(
@@ -129,6 +143,7 @@ def evaluate_command(
     crop: _Crop = None,
     images: _Images = None,
     baselines: _Baselines = "none",
+    amortized: _Amortized = "none",
     only_baselines: _OnlyBaselines = False,
     jobs: _Jobs = 1,
     backend: _Backend = "local",
@@ -140,7 +155,8 @@ def evaluate_command(
     seed: _Seed = 0,
     arch: _Arch = None,
 ) -> None:
-    """Measure rate-distortion of our codec and classical codecs on the images of DIRECTORY.
+    """Measure rate-distortion of our codec, the amortized codecs and classical codecs on the
+    images of DIRECTORY (--only-baselines leaves the overfitted codec out).
 
     Writes per_image.tsv, summary.tsv, bdrate.md and rd.png into --out; resumable.
     """
@@ -150,6 +166,7 @@ def evaluate_command(
     spec = EvaluationSpec(
         images_dir=directory, out=out, lambdas=() if only_baselines else parse_lambdas(lmbda),
         preset=None if only_baselines else preset, baselines=parse_baselines(baselines),
+        amortized=parse_amortized(amortized),
         crop=crop, images=_names(images), iterations=iterations, device=device, seed=seed,
         arch=arch,
     )

@@ -19,7 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from coolchic.evaluate.baselines import CODECS as CLASSICAL
 from coolchic.evaluate.datasets import list_images
 from coolchic.evaluate.errors import EvaluationError
-from coolchic.evaluate.jobs import ClassicalAdapter, Codec, CoolchicCodec, Job, Outcome
+from coolchic.evaluate.jobs import (
+    AmortizedAdapter,
+    ClassicalAdapter,
+    Codec,
+    CoolchicCodec,
+    Job,
+    Outcome,
+)
 from coolchic.evaluate.plots import rd_figure, save_rd_plot
 from coolchic.evaluate.provenance import code_revision, command_line, machine_description
 from coolchic.evaluate.published import PublishedCurve, published_curves
@@ -46,6 +53,8 @@ class EvaluationSpec:
         lambdas: our codec's RD lambdas (> 0); empty to run baselines only.
         preset: our training preset, or None to leave our codec out.
         baselines: classical registry names to run beside ours.
+        amortized: amortized codecs (``coolchic.amortized``) to run at every quality of
+            their shipped checkpoints.
         crop: centre-crop side in pixels, None for whole images.
         images: image names to keep (stems), None for all.
         iterations, device, seed, arch: passed to ``coolchic.encode``.
@@ -57,6 +66,7 @@ class EvaluationSpec:
     lambdas: tuple[float, ...] = ()
     preset: str | None = "fast"
     baselines: tuple[str, ...] = ()
+    amortized: tuple[str, ...] = ()
     crop: int | None = None
     images: tuple[str, ...] | None = None
     iterations: int | None = None
@@ -109,6 +119,27 @@ def check_codec_options(spec: EvaluationSpec) -> None:
         raise EvaluationError(str(err)) from None
 
 
+def amortized_settings(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """Amortized codec name -> the qualities of its shipped checkpoints.
+
+    Raises:
+        EvaluationError: an unknown codec, or one without shipped weights.
+    """
+    from coolchic.amortized import checkpoints
+    from coolchic.amortized.api import image_codecs
+
+    found = {}
+    for name in dict.fromkeys(names):
+        if name not in image_codecs():
+            raise EvaluationError(f"unknown amortized codec {name!r}; choose from: "
+                                  f"{', '.join(image_codecs())}")
+        qualities = tuple(float(q) for q in checkpoints.shipped(name))
+        if not qualities:
+            raise EvaluationError(f"no shipped {name} checkpoint in {checkpoints.FOLDER}")
+        found[name] = qualities
+    return found
+
+
 def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Codec] | None = None
          ) -> tuple[list[Job], dict[str, Codec], list[str]]:
     """Jobs of a run, the codec objects they name, and notes on codecs skipped here.
@@ -145,8 +176,12 @@ def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Code
             continue
         codecs[name] = ClassicalAdapter(name, version=version)
         settings[name] = CLASSICAL[name].qualities
+    for name, qualities in amortized_settings(spec.amortized).items():
+        adapter = AmortizedAdapter(name)
+        codecs[adapter.name], settings[adapter.name] = adapter, qualities
     if not codecs:
-        raise EvaluationError("nothing to run: give lambdas and a preset, or runnable baselines")
+        raise EvaluationError("nothing to run: give lambdas and a preset, amortized codecs or"
+                              " runnable baselines")
     jobs = [Job(codec, path.stem, str(path), spec.crop, float(setting))
             for codec in codecs for path in paths for setting in settings[codec]]
     return jobs, codecs, skipped

@@ -126,6 +126,40 @@ class ClassicalAdapter:
 
 
 @dataclass(frozen=True)
+class AmortizedAdapter:
+    """An amortized codec of :mod:`coolchic.amortized` (shipped weights, chosen by the
+    quality setting) seen as a :class:`Codec`; its rows are named ``amortized-<model>``."""
+
+    model: str  # registry name: cwic, ccn, cpm
+    kind: str = "quality"
+    keep_bitstreams: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"amortized-{self.model}"
+
+    def encode(self, pixels: np.ndarray, bit_depth: int, setting: float) -> Encoded:
+        from coolchic.amortized.api import encode
+
+        if bit_depth != 8 or pixels.dtype != np.uint8:
+            raise ValueError(f"{self.name} is evaluated on 8-bit images only")
+        return Encoded(encode(pixels, codec=self.model, quality=setting).data)
+
+    def decode(self, path: Path, height: int, width: int) -> np.ndarray:
+        from coolchic.amortized.api import decode
+
+        return decode(path.read_bytes())
+
+    def preset(self) -> str:
+        return f"shipped weights {self.model}-q<quality>.pt"
+
+    def revision(self) -> str:
+        from coolchic.evaluate.provenance import code_revision
+
+        return code_revision()
+
+
+@dataclass(frozen=True)
 class Job:
     """One (codec, image, setting) to measure; cheap to pickle (the image is read by the
     worker, so a Ray cluster needs the image folder at the same path on every node)."""

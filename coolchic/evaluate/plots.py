@@ -54,6 +54,11 @@ def rd_figure(
         if codec.startswith("coolchic"):
             style = {"marker": "o", "linewidth": 2.8, "markersize": 6, "color": "black",
                      "zorder": 4}
+        elif codec.startswith("amortized-"):  # ours too, often a single shipped quality
+            style = {"marker": "s", "linewidth": 2.0, "markersize": 8, "zorder": 4,
+                     "markeredgecolor": "black",
+                     "color": measured_colours[classical % len(measured_colours)]}
+            classical += 1
         else:
             style = {"marker": ".", "linewidth": 1.3, "markersize": 5, "zorder": 3,
                      "color": measured_colours[classical % len(measured_colours)]}
