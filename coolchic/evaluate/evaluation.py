@@ -2,7 +2,8 @@
 
 A run folder ends up with ``per_image.tsv`` (one row per codec, image and setting, with a
 header recording every command and machine that contributed), ``summary.tsv`` (curves
-averaged over images), ``bdrate.md`` (every codec against every anchor) and ``rd.png``.
+averaged over images), ``bdrate.md`` (every codec against every anchor), ``rd.png``, and
+``amortized.md`` when amortized codecs ran (ours beside their papers).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from coolchic.evaluate.amortized_report import comparison_markdown
 from coolchic.evaluate.baselines import CODECS as CLASSICAL
 from coolchic.evaluate.datasets import list_images
 from coolchic.evaluate.errors import EvaluationError
@@ -287,6 +289,11 @@ def write_outputs(store: RunStore, spec: EvaluationSpec, jobs: Sequence[Job],
 
     if published is None:
         published = published_curves()
+    comparison = comparison_markdown(curve_map, published, what=what)
+    if comparison is not None:
+        amortized_path = store.out / "amortized.md"
+        atomic_write_bytes(amortized_path, comparison.encode())
+        files.append(amortized_path)
     note = " (published curves: full images)" if spec.crop else ""
     figure = rd_figure(curve_map, published, title=f"Rate-distortion, {what}{note}")
     files.append(save_rd_plot(store.out / "rd.png", figure))

@@ -112,6 +112,14 @@ _SOURCES: tuple[_Source, ...] = (
 )
 
 
+# The published curves of each amortized codec's paper (keys of _SOURCES), for comparisons.
+AMORTIZED_PAPERS: dict[str, tuple[str, ...]] = {
+    "cwic": ("li2018-cwic-cvpr", "li2018-cwic"),
+    "ccn": ("li2020-ccn",),
+    "cpm": ("mentzer2018",),
+}
+
+
 def published_curves(groups: tuple[str, ...] = ("coolchic", "learned")) -> list[PublishedCurve]:
     """The published Kodak curves of the given groups, in a fixed order."""
     curves = []
