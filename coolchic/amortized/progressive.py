@@ -18,7 +18,9 @@ conditioned on every earlier layer and on the causal part of layer l. Here:
 
 `SyntheticCodes` draws codes from a known causal model, so the entropy of a sample (the
 bound no coder beats on average) is known exactly; `synthetic_report` fits the coder on
-samples and reports bits per bit against that bound.
+samples and reports bits per bit against that bound. `progressive_cwic` applies (d) to the
+binary codes of system (a). A fitted coder is a `ProgressiveModel`; `build` makes one from a
+config dict, so `checkpoints.load` reads its ``model.pt`` and shipped ``progressive-q*.pt``.
 
 Standalone stream of (d) (`compress`): ``u16 height, u16 width, u8 layer_depth,
 u8 layer_count, u8 coded_layer_count`` (little-endian), then a `pmfcoder` symbol stream.
@@ -32,10 +34,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
+from coolchic.amortized.autoencoder import config_from
 from coolchic.amortized.causal import Wavefront, WaveOrder
 from coolchic.amortized.codes import Alphabet, code_bits, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
+from coolchic.amortized.masked import ContextConfig, ContextModel
 from coolchic.entropy.coder import EntropyError
 
 _HEADER = struct.Struct("<HHBBB")
@@ -149,14 +156,62 @@ class SyntheticCodes:
         return SyntheticSample(codes, float(entropy.sum()), float(information.sum()))
 
 
-def build_model(config: ProgressiveConfig):
-    """The float context model of (d) (a `masked.ContextModel` with one logit per bit)."""
-    from coolchic.amortized.masked import ContextConfig, ContextModel
+class ProgressiveModel(nn.Module):
+    """The float context model of (d) with its `ProgressiveConfig`.
 
-    k = config.kernel_size
-    depth = config.layer_depth if config.depth is None else config.depth
-    return ContextModel(config.order, ContextConfig(kernel_size=(k, k), hidden=config.hidden,
-                                                    outputs=1, depth=depth))
+    Attributes:
+        config: the code layout and the model's shape.
+        context: the masked 3-D convolutions, bits (B, C, H, W) as +-1 (0: not coded) ->
+            logits (B, C, 1, H, W) of P(bit = 1).
+        source_crc: CRC-32 of the model whose codes the coder was fitted on (e.g.
+            `Cwic.model_crc`); None when it was not fitted on a model's codes.
+        quality: nominal quality of a shipped checkpoint (set by `checkpoints.load`).
+    """
+
+    def __init__(self, config: ProgressiveConfig):
+        super().__init__()
+        self.config = config
+        k = config.kernel_size
+        depth = config.layer_depth if config.depth is None else config.depth
+        self.context = ContextModel(config.order, ContextConfig(
+            kernel_size=(k, k), hidden=config.hidden, outputs=1, depth=depth))
+        self.source_crc: int | None = None
+        self.quality = 0
+
+    @property
+    def order(self) -> WaveOrder:
+        return self.context.order
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.context(inputs)
+
+    def export(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return self.context.export()
+
+
+def build_model(config: ProgressiveConfig) -> ProgressiveModel:
+    """A fresh float context model of (d), one logit per bit."""
+    return ProgressiveModel(config)
+
+
+def build(config: dict | None = None) -> ProgressiveModel:
+    """A fresh model; `config` overrides fields of the default `ProgressiveConfig` (the
+    entry point of `checkpoints.load`).
+
+    Raises:
+        ValueError: an unknown or invalid field.
+    """
+    return build_model(config_from(ProgressiveConfig, config, name="progressive"))
+
+
+def cross_entropy(model: ProgressiveModel, config: ProgressiveConfig, bits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in bits per coded bit of float 0/1 bits (B, C, H, W) (the model's
+    ideal code length of the coded layers, without the entropy coder's rounding)."""
+    coded = bits[:, : config.coded_channels]
+    inputs = torch.zeros_like(bits)
+    inputs[:, : config.coded_channels] = 2 * coded - 1
+    logits = model(inputs)[:, : config.coded_channels, 0]  # (B, C_coded, H, W)
+    return F.binary_cross_entropy_with_logits(logits, coded) / np.log(2.0)
 
 
 def fit(model, config: ProgressiveConfig, codes: Sequence[np.ndarray], *, steps: int,
@@ -171,19 +226,12 @@ def fit(model, config: ProgressiveConfig, codes: Sequence[np.ndarray], *, steps:
     Returns:
         The final training loss in bits per coded bit.
     """
-    import torch
-    import torch.nn.functional as F
-
     bits = torch.from_numpy(np.stack(codes).astype(np.float32))  # (B, C, H, W)
-    bits = bits[:, : config.coded_channels]
-    inputs = torch.zeros(bits.shape[0], config.channels, *bits.shape[2:])
-    inputs[:, : config.coded_channels] = 2 * bits - 1
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = torch.tensor(0.0)
     for step in range(1, steps + 1):
         optimizer.zero_grad()
-        logits = model(inputs)[:, : config.coded_channels, 0]  # (B, C_coded, H, W)
-        loss = F.binary_cross_entropy_with_logits(logits, bits) / np.log(2.0)
+        loss = cross_entropy(model, config, bits)
         loss.backward()
         optimizer.step()
         if callback is not None:
@@ -268,8 +316,6 @@ def synthetic_report(config: ProgressiveConfig = ProgressiveConfig(), *, height:
         steps: training steps (full batch).
         source_seed: parameters of the source.
     """
-    import torch
-
     source = SyntheticCodes(config.layer_depth, config.layer_count, source_seed)
     draw = lambda s: source.sample(height, width, seed=s,  # noqa: E731
                                    coded_layer_count=config.coded_layer_count)
