@@ -99,6 +99,139 @@ def progressive(
         raise typer.Exit(1)
 
 
+def _cwic(path: Path | None):
+    from coolchic.amortized import checkpoints
+
+    return checkpoints.load_shipped("cwic") if path is None else checkpoints.load(path, name="cwic")
+
+
+@amortized_app.command("progressive-fit")
+@_clean_errors
+def progressive_fit(
+    data: Annotated[Path, typer.Option("--data", help="Folder of training images (searched recursively).")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
+    cwic_checkpoint: Annotated[Path | None, typer.Option(
+        help="The cwic weights whose codes to fit on [the shipped cwic checkpoint].")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model file.")] = Path(
+        "runs/progressive/model.pt"),
+    layer_depth: Annotated[int, typer.Option(help="Bits per layer (K); must divide cwic's channels.")] = 8,
+    hidden: Annotated[int, typer.Option(help="Features per code of the hidden layer (0: none).")] = 8,
+    batch: Annotated[int, typer.Option(help="Code crops per step.")] = 16,
+    crop: Annotated[int, typer.Option(help="Crop side in code positions (8 pixels each).")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-3,
+    seed: Annotated[int, typer.Option(help="Model initialisation and crop sampling.")] = 0,
+    max_images: Annotated[int | None, typer.Option(help="Use the first N images (sorted) [all].")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+) -> None:
+    """System (d) on the codes of system (a): fit the progressive entropy coder on the layered
+    binary codes a cwic model gives for a folder of images."""
+    import torch
+
+    from coolchic.amortized import progressive_cwic as pc
+    from coolchic.amortized.training import image_files
+
+    if threads < 1 or hidden < 0 or (max_images is not None and max_images < 1):
+        raise ValueError("--threads and --max-images must be >= 1 and --hidden >= 0")
+    torch.set_num_threads(threads)
+    cwic = _cwic(cwic_checkpoint)
+    config = pc.layered_config(cwic, layer_depth=layer_depth, hidden=(hidden,) if hidden else ())
+    files = image_files(data)[:max_images]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _progress("fitting (d)") as bar:
+        codes_task = bar.add_task("codes", total=len(files), stats="cwic codes")
+        codes = pc.training_codes(cwic, files, callback=lambda i, n: bar.update(codes_task, completed=i))
+        fit_task = bar.add_task("fit", total=steps, stats="")
+
+        def on_step(step: int, loss: float) -> None:
+            if step % 10 == 0 or step == steps:
+                bar.update(fit_task, completed=step, stats=f"{loss:.4f} bits/bit")
+
+        result = pc.fit_codes(codes, config, source_crc=cwic.model_crc(), steps=steps, batch=batch,
+                              crop=crop, lr=lr, seed=seed, callback=on_step)
+    pc.save(result.model, out)
+    table = Table(title="progressive entropy coder (d) fitted on cwic codes", show_header=False)
+    table.add_row("cwic model", f"{cwic_checkpoint or 'shipped'} (crc {cwic.model_crc():08x})")
+    table.add_row("layers", f"{config.layer_count} of {config.layer_depth} bits, hidden {config.hidden}")
+    table.add_row("training codes", f"{len(codes)} images of {data}, crops {crop}x{crop}, batch {batch}")
+    table.add_row("steps", f"{result.steps} (lr {lr:g}, seed {seed})")
+    table.add_row(f"loss (last {min(pc.LOSS_WINDOW, steps)} steps)", f"{result.loss:.4f} bits/bit")
+    table.add_row("time", f"{result.seconds:.1f} s fitting")
+    table.add_row("written", str(out))
+    Console().print(table)
+
+
+@amortized_app.command("progressive-cwic")
+@_clean_errors
+def progressive_cwic(
+    images: Annotated[list[Path], typer.Argument(help="8-bit images to code.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="The fitted (d) coder [the shipped progressive checkpoint].")] = None,
+    cwic_checkpoint: Annotated[Path | None, typer.Option(
+        help="The cwic weights [the shipped cwic checkpoint].")] = None,
+    tsv: Annotated[Path | None, typer.Option(help="Also write the per-image values as TSV.")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+) -> None:
+    """System (d) on the codes of system (a): per image, the real bits per bit of the first k
+    layers and the PSNR cwic's decoder gives from them, beside cwic's own context model."""
+    import torch
+
+    from coolchic.amortized import checkpoints
+    from coolchic.amortized import progressive_cwic as pc
+    from coolchic.io import atomic_write_bytes
+
+    if threads < 1:
+        raise ValueError("--threads must be >= 1")
+    torch.set_num_threads(threads)
+    pixels = [pc.read_rgb(path) for path in images]
+    cwic = _cwic(cwic_checkpoint)
+    coder = (checkpoints.load_shipped("progressive") if checkpoint is None
+             else checkpoints.load(checkpoint, name="progressive"))
+    pc.check_pair(coder, cwic)
+    reports = []
+    with _progress("coding") as bar:
+        task = bar.add_task("images", total=len(images), stats="")
+        for path, image in zip(images, pixels):
+            reports.append(pc.image_report(coder, cwic, image, name=path.name))
+            bar.update(task, advance=1, stats=path.name)
+    if tsv is not None:
+        atomic_write_bytes(tsv, pc.tsv(reports).encode())
+    ks = range(1, coder.config.layer_count + 1)
+    table = Table(title=f"(d) on cwic codes ({coder.config.layer_count} layer(s) of "
+                  f"{coder.config.layer_depth} bits): real bits per coded bit of the first k layers "
+                  "(raw: 1.000), PSNR of cwic's decoder from them")
+    table.add_column("image")
+    for k in ks:
+        table.add_column(f"b/b k={k}", justify="right")
+    for k in ks:
+        table.add_column(f"dB k={k}", justify="right")
+    for title in ("cwic ctx b/b", "cwic bpp", "cwic dB", "round trip"):
+        table.add_column(title, justify="right")
+    for r in reports:
+        table.add_row(r.name, *(f"{r.bits_per_bit(k):.4f}" for k in ks),
+                      *(f"{r.psnr_db[k - 1]:.2f}" for k in ks), f"{r.cwic_context_bits_per_bit:.4f}",
+                      f"{r.cwic_bpp:.4f}", f"{r.cwic_psnr_db:.2f}",
+                      "exact" if r.round_trip else "[bold red]MISMATCH[/]")
+    m = pc.means(reports)
+    table.add_row(f"mean of {len(reports)}", *(f"{v:.4f}" for v in m.bits_per_bit),
+                  *(f"{v:.2f}" for v in m.psnr_db), f"{m.cwic_context_bits_per_bit:.4f}",
+                  f"{m.cwic_bpp:.4f}", f"{m.cwic_psnr_db:.2f}",
+                  "exact" if all(r.round_trip for r in reports) else "[bold red]MISMATCH[/]",
+                  style="bold")
+    Console().print(table)
+    summary = Table(title=f"means over {len(reports)} images")
+    summary.add_column("coded")
+    for title in ("bpp", "bits/bit", "PSNR dB"):
+        summary.add_column(title, justify="right")
+    for k in ks:
+        summary.add_row(f"(d), first {k} layer(s)", f"{m.bpp[k - 1]:.4f}",
+                        f"{m.bits_per_bit[k - 1]:.4f}", f"{m.psnr_db[k - 1]:.2f}")
+    summary.add_row("cwic context model, all bits", "", f"{m.cwic_context_bits_per_bit:.4f}", "")
+    summary.add_row("cwic stream", f"{m.cwic_bpp:.4f}", "", f"{m.cwic_psnr_db:.2f}")
+    Console().print(summary)
+    if not all(r.round_trip for r in reports):
+        raise typer.Exit(1)
+
+
 @amortized_app.command()
 @_clean_errors
 def train(

@@ -1,8 +1,9 @@
 """Weights of the amortized codecs: the checkpoints shipped in this folder, and any `model.pt`.
 
 A shipped checkpoint is ``<model>-q<quality>.pt`` in this folder (package data): the
-weights of `coolchic amortized train`'s ``model.pt`` for model `<model>` of the registry,
-at nominal quality 0..100. The quality is written in every stream the weights encode, and
+weights of `coolchic amortized train`'s ``model.pt`` for model `<model>` of the registry
+(for the progressive coder (d): of `coolchic amortized progressive-fit`'s), at nominal
+quality 0..100. The quality is written in every stream the weights encode, and
 `coolchic decode` uses it to find the same weights again (their CRC, also in the stream,
 is checked). Torch is imported only when weights are loaded.
 """
@@ -34,8 +35,9 @@ def shipped(name: str, *, folder: Path | None = None) -> dict[int, Path]:
 
 
 def _missing(name: str, what: str) -> ValueError:
+    command = "progressive-fit --data DIR" if name == "progressive" else f"train {name}"
     return ValueError(f"no shipped {name} checkpoint {what} in {FOLDER}; train one with "
-                      f"'coolchic amortized train {name}' and pass --checkpoint PATH/model.pt")
+                      f"'coolchic amortized {command}' and pass --checkpoint PATH/model.pt")
 
 
 def shipped_path(name: str, *, quality: float | None = None, exact: bool = False,
