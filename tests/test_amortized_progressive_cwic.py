@@ -136,9 +136,11 @@ def test_the_cli_fits_then_reports_every_layer_and_refuses_bad_input_in_one_line
     coder = tmp_path / "d" / "model.pt"
     fit = runner.invoke(app, ["amortized", "progressive-fit", "--data", str(data_dir), "--steps", "3",
                               "--cwic-checkpoint", str(weights), "--layer-depth", "4", "--hidden", "2",
-                              "--batch", "2", "--crop", "4", "-o", str(coder)])
+                              "--batch", "2", "--crop", "4", "-o", str(coder),
+                              "--log", str(tmp_path / "fit.tsv")])
     assert fit.exit_code == 0, fit.output
     assert coder.exists() and "bits/bit" in fit.stdout
+    assert (tmp_path / "fit.tsv").read_text().splitlines()[1].startswith("3\t")
     image = tmp_path / "img.png"
     Image.fromarray(synthetic_image(24, 32, seed=8)).save(image)
     args = ["amortized", "progressive-cwic", "--checkpoint", str(coder), "--cwic-checkpoint", str(weights)]

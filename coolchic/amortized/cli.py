@@ -122,9 +122,13 @@ def progressive_fit(
     seed: Annotated[int, typer.Option(help="Model initialisation and crop sampling.")] = 0,
     max_images: Annotated[int | None, typer.Option(help="Use the first N images (sorted) [all].")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+    log: Annotated[Path | None, typer.Option(
+        help="Write a TSV line (mean loss over the last 100 steps) every 100 steps and at the end.")] = None,
 ) -> None:
     """System (d) on the codes of system (a): fit the progressive entropy coder on the layered
     binary codes a cwic model gives for a folder of images."""
+    import time
+
     import torch
 
     from coolchic.amortized import progressive_cwic as pc
@@ -141,14 +145,23 @@ def progressive_fit(
         codes_task = bar.add_task("codes", total=len(files), stats="cwic codes")
         codes = pc.training_codes(cwic, files, callback=lambda i, n: bar.update(codes_task, completed=i))
         fit_task = bar.add_task("fit", total=steps, stats="")
+        window: list[float] = []
+        lines = ["step\tbits_per_bit\tseconds"]
+        start = time.perf_counter()
 
         def on_step(step: int, loss: float) -> None:
+            window.append(loss)
             if step % 10 == 0 or step == steps:
                 bar.update(fit_task, completed=step, stats=f"{loss:.4f} bits/bit")
+            if step % 100 == 0 or step == steps:
+                lines.append(f"{step}\t{sum(window) / len(window):.6f}\t{time.perf_counter() - start:.1f}")
+                window.clear()
 
         result = pc.fit_codes(codes, config, source_crc=cwic.model_crc(), steps=steps, batch=batch,
                               crop=crop, lr=lr, seed=seed, callback=on_step)
     pc.save(result.model, out)
+    if log is not None:
+        log.write_text("\n".join(lines) + "\n")
     table = Table(title="progressive entropy coder (d) fitted on cwic codes", show_header=False)
     table.add_row("cwic model", f"{cwic_checkpoint or 'shipped'} (crc {cwic.model_crc():08x})")
     table.add_row("layers", f"{config.layer_count} of {config.layer_depth} bits, hidden {config.hidden}")
