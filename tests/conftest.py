@@ -16,3 +16,15 @@ def synthetic_image(h: int = 24, w: int = 32, channels: int = 3, seed: int = 0) 
 @pytest.fixture
 def image() -> np.ndarray:
     return synthetic_image()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (small convolutions only slow down on more), then
+    the thread count restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,12 +19,7 @@ from tests.conftest import synthetic_image
 TINY = {"code_channels": 4, "levels": 4, "features": 8, "context_hidden": (2, 3), "context_depth": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(seed=0):

@@ -18,12 +18,7 @@ from tests.conftest import synthetic_image
 TINY = {"code_channels": 4, "centres": 3, "features": 8, "context_hidden": (3,)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(seed=0, heatmap_bias=None):

@@ -18,13 +18,7 @@ from coolchic.amortized.progressive import (
 from coolchic.cli import app
 from coolchic.entropy.coder import EntropyError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _untrained(config: ProgressiveConfig):
