@@ -115,7 +115,8 @@ def _upsample_cols(x: np.ndarray, n_out: int, band: np.ndarray, pad: int = 0) ->
     for r0 in range(0, c * h, rows):
         np.matmul(view[:, r0 : r0 + rows], band, out=out[:, r0 : r0 + rows])
     y = y[:, : n_out + 2 * pad]
-    np.floor(y, out=y)
+    inner = y[:, pad : pad + n_out]  # the pad columns are still uninitialised here
+    np.floor(inner, out=inner)
     if pad:
         y[:, :pad] = y[:, pad : pad + 1]
         y[:, pad + n_out :] = y[:, pad + n_out - 1 : pad + n_out]
