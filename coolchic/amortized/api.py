@@ -56,7 +56,13 @@ def _model(name: str, *, quality: float | None, exact: bool,
     return checkpoints.load_shipped(name, quality=quality, exact=exact), path
 
 
-def _rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+    """uint8 (H, W, 3) of an 8-bit RGB or gray image (array or file) for amortized codec
+    `codec` (gray repeated to 3 channels).
+
+    Raises:
+        ValueError: unreadable, not 8-bit, not RGB/gray, or too large (one line).
+    """
     if isinstance(image, (str, os.PathLike)):
         from coolchic.io import read_image
 
@@ -90,7 +96,7 @@ def encode(image: np.ndarray | str | os.PathLike, *, codec: str, quality: float 
         raise ValueError(f"unknown amortized codec {codec!r}; expected one of {', '.join(image_codecs())}")
     if quality is not None and checkpoint is not None:
         raise ValueError("give --quality or --checkpoint, not both: a checkpoint has its own quality")
-    array = _rgb8(image, codec)
+    array = rgb8(image, codec)
     start = time.perf_counter()
     model, path = _model(codec, quality=quality, exact=False, checkpoint=checkpoint)
     data = model.compress(array)

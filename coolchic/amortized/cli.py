@@ -195,7 +195,9 @@ def progressive_cwic(
     if threads < 1:
         raise ValueError("--threads must be >= 1")
     torch.set_num_threads(threads)
-    pixels = [pc.read_rgb(path) for path in images]
+    from coolchic.amortized.api import rgb8
+
+    pixels = [rgb8(path, "cwic") for path in images]
     cwic = _cwic(cwic_checkpoint)
     coder = (checkpoints.load_shipped("progressive") if checkpoint is None
              else checkpoints.load(checkpoint, name="progressive"))

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coolchic.amortized.api import rgb8
 from coolchic.amortized.codes import Alphabet, encode_codes
 from coolchic.amortized.cwic import Cwic
 from coolchic.amortized.progressive import (
@@ -42,7 +43,6 @@ from coolchic.amortized.progressive import (
     decompress,
     integer_net,
 )
-from coolchic.io import read_image
 from coolchic.metrics import mean_psnr, psnr_images
 
 DEFAULT_LAYER_DEPTH = 8  # K: 4 layers of the 32 bits of the default cwic model
@@ -62,18 +62,6 @@ def layered_config(cwic: Cwic, *, layer_depth: int = DEFAULT_LAYER_DEPTH,
         raise ValueError(f"layer_depth must divide the cwic model's {n} code channels, got {layer_depth}")
     return ProgressiveConfig(layer_depth=layer_depth, layer_count=n // layer_depth,
                              hidden=tuple(hidden), kernel_size=kernel_size)
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (H, W, 3) of an 8-bit image file (gray repeated to 3 channels).
-
-    Raises:
-        ValueError: unreadable, or not 8-bit (cwic codes 8-bit RGB).
-    """
-    image, bit_depth = read_image(path)
-    if bit_depth != 8:
-        raise ValueError(f"cwic codes 8-bit images; {path} is {bit_depth}-bit")
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
 def layered_code(cwic: Cwic, image: np.ndarray) -> np.ndarray:
@@ -109,7 +97,7 @@ def training_codes(cwic: Cwic, files: Sequence[str | os.PathLike], *,
     """
     codes = []
     for i, path in enumerate(files, 1):
-        codes.append(layered_code(cwic, read_rgb(path)))
+        codes.append(layered_code(cwic, rgb8(path, "cwic")))
         if callback is not None:
             callback(i, len(files))
     return codes
