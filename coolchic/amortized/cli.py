@@ -25,6 +25,14 @@ amortized_app = typer.Typer(
 )
 
 
+_DATA_HELP = "Folder of training images, searched recursively; repeat for several folders."
+
+
+def _found(files: list, data: list[Path]) -> None:
+    Console(stderr=True).print(f"{len(files)} training images under {', '.join(map(str, data))}",
+                               highlight=False, soft_wrap=True)
+
+
 def _clean_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -108,7 +116,7 @@ def _cwic(path: Path | None):
 @amortized_app.command("progressive-fit")
 @_clean_errors
 def progressive_fit(
-    data: Annotated[Path, typer.Option("--data", help="Folder of training images (searched recursively).")],
+    data: Annotated[list[Path], typer.Option("--data", help=_DATA_HELP)],
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
     cwic_checkpoint: Annotated[Path | None, typer.Option(
         help="The cwic weights whose codes to fit on [the shipped cwic checkpoint].")] = None,
@@ -140,6 +148,7 @@ def progressive_fit(
     cwic = _cwic(cwic_checkpoint)
     config = pc.layered_config(cwic, layer_depth=layer_depth, hidden=(hidden,) if hidden else ())
     files = image_files(data)[:max_images]
+    _found(files, data)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _progress("fitting (d)") as bar:
         codes_task = bar.add_task("codes", total=len(files), stats="cwic codes")
@@ -165,7 +174,8 @@ def progressive_fit(
     table = Table(title="progressive entropy coder (d) fitted on cwic codes", show_header=False)
     table.add_row("cwic model", f"{cwic_checkpoint or 'shipped'} (crc {cwic.model_crc():08x})")
     table.add_row("layers", f"{config.layer_count} of {config.layer_depth} bits, hidden {config.hidden}")
-    table.add_row("training codes", f"{len(codes)} images of {data}, crops {crop}x{crop}, batch {batch}")
+    table.add_row("training codes", f"{len(codes)} images of {', '.join(map(str, data))}, "
+                  f"crops {crop}x{crop}, batch {batch}")
     table.add_row("steps", f"{result.steps} (lr {lr:g}, seed {seed})")
     table.add_row(f"loss (last {min(pc.LOSS_WINDOW, steps)} steps)", f"{result.loss:.4f} bits/bit")
     table.add_row("time", f"{result.seconds:.1f} s fitting")
@@ -251,7 +261,7 @@ def progressive_cwic(
 @_clean_errors
 def train(
     model: Annotated[str, typer.Argument(help="Model to train (e.g. cwic).")],
-    data: Annotated[Path, typer.Option("--data", help="Folder of training images (searched recursively).")],
+    data: Annotated[list[Path], typer.Option("--data", help=_DATA_HELP)],
     steps: Annotated[int, typer.Option(help="Optimizer steps in all.")] = 1000,
     lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight; larger: smaller.")] = 1e-3,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [runs/MODEL].")] = None,
@@ -270,7 +280,7 @@ def train(
 
     import torch
 
-    from coolchic.amortized.training import FINAL, TrainOptions
+    from coolchic.amortized.training import FINAL, TrainOptions, image_files
     from coolchic.amortized.training import train as train_model
 
     if threads < 1:
@@ -279,6 +289,7 @@ def train(
     options = TrainOptions(steps=steps, lmbda=lmbda, batch=batch, crop=crop, lr=lr,
                            checkpoint_every=checkpoint_every, seed=seed)
     out = out or Path("runs") / model
+    _found(image_files(data), data)
     with _progress(f"training {model}") as bar:
         task = bar.add_task("train", total=steps, stats="")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,15 +62,22 @@ class TrainProgress:
     bpp: float  # estimated rate of the batch
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under `folder` (recursively), sorted; ValueError when there are none."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"no such data folder: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files
+def image_files(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files under one folder or several (each searched recursively), sorted, each file
+    once; ValueError when a folder is missing or there are no images at all."""
+    roots = [Path(folders)] if isinstance(folders, (str, os.PathLike)) else [Path(f) for f in folders]
+    if not roots:
+        raise ValueError("no data folder given")
+    found = set()
+    for root in roots:
+        if not root.is_dir():
+            raise ValueError(f"no such data folder: {root}")
+        found.update(p.resolve() for p in root.rglob("*")
+                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under "
+                         f"{', '.join(str(r) for r in roots)}")
+    return sorted(found)
 
 
 def _crops(files: list[Path], rng: np.random.Generator, batch: int, crop: int) -> torch.Tensor:
@@ -110,13 +117,14 @@ def load_model(path: str | os.PathLike):
     return checkpoints.load(path)
 
 
-def train(name: str, data: str | os.PathLike, out: str | os.PathLike, options: TrainOptions, *,
-          config: dict | None = None, resume: bool = True,
+def train(name: str, data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+          options: TrainOptions, *, config: dict | None = None, resume: bool = True,
           callback: Callable[[TrainProgress], None] | None = None):
     """Train model `name` on crops of the images under `data`; write checkpoints in `out`.
 
     Args:
         name: a registry name with an implementation (e.g. "cwic").
+        data: one folder or several (`image_files`).
         config: overrides of the model's default configuration.
         resume: continue from ``out/checkpoint.pt`` when it exists (its model, config and
             options must match, except that `steps` may grow).
@@ -154,7 +162,7 @@ def train(name: str, data: str | os.PathLike, out: str | os.PathLike, options: T
     def payload(final: bool) -> dict:
         stage_attrs = module.STAGES[stage_at(module.STAGES, max(step - 1, 0), options.steps)][1]
         body = {"model": name, "config": config or {}, "state": model.state_dict(),
-                "attributes": stage_attrs}
+                "attributes": stage_attrs, "images": len(files)}
         if not final:
             body.update(optimizer=optimizer.state_dict(), step=step, numpy_rng=rng.bit_generator.state,
                         torch_rng=torch.get_rng_state(), options=dataclasses.asdict(options))
