@@ -66,6 +66,35 @@ def test_forward_gives_an_image_and_a_rate_with_gradients_through_binarizer_and_
     assert model.importance[-1].weight.grad.abs().sum() > 0  # through the mask
 
 
+def test_every_map_value_passes_a_gradient_to_the_groups_it_can_switch_even_at_the_top_level():
+    model = _model()  # n = 8, L = 4: groups of 2 channels, steps at L p = 1, 2, 3
+    for value, live in ((0.99, {3}), (0.80, {3}), (0.60, {2, 3}), (0.30, {1, 2}), (0.01, {1})):
+        p = torch.tensor([[[[value]]]], requires_grad=True)
+        for group in range(4):
+            (grad,) = torch.autograd.grad(model.mask(p)[0, 2 * group].sum(), p)
+            assert (float(grad) > 0) == (group in live), (value, group)
+
+
+def test_the_map_penalty_acts_only_above_the_kept_target_and_only_in_stage_2():
+    model = _model()
+    x = torch.rand(2, 3, 16, 16)
+    model.use_map = False
+    assert float(model.training_terms(x)[2]) == 0.0
+    model.use_map = True
+    with torch.no_grad():
+        model.importance[-1].weight.zero_()
+        model.importance[-1].bias.fill_(3.0)  # p = 0.95 everywhere: every bit kept
+    model.kept_target = 0.5
+    _, _, penalty = model.training_terms(x)
+    assert float(penalty.detach()) == pytest.approx(model.map_weight * 0.5)
+    penalty.backward()
+    assert float(model.importance[-1].bias.grad) > 0  # descent lowers the map
+    model.kept_target = 1.0
+    assert float(model.training_terms(x)[2].detach()) == 0.0
+    x_hat, rate = model(x)
+    assert torch.equal(x_hat, model.training_terms(x)[0]) and torch.equal(rate, model.training_terms(x)[1])
+
+
 def test_stages_split_the_steps_in_order():
     assert [stage_at(cwic.STAGES, s, 4) for s in range(4)] == [0, 0, 1, 1]
     assert [stage_at(cwic.STAGES, s, 3) for s in range(3)] == [0, 0, 1]

@@ -9,7 +9,10 @@ The paper's defining pieces, at a size that trains on 2 CPU cores:
 * a mask keeping the first (level + 1) * n / L code channels at each position (more bits
   where the content needs them; our convention keeps at least n / L channels);
 * a convolutional decoder (8x up-sampling by depth-to-space);
-* trained in two stages: without the importance map (every bit kept), then with it;
+* trained in two stages: without the importance map (every bit kept), then with it and
+  with the paper's rate loss on the map: a penalty on the kept fraction of the code above a
+  threshold (`Cwic.training_terms`), the gradient reaching the map through a ramp over
+  the two levels around each step of the mask (`Cwic.mask`);
 * a convolutional context model (masked 3-D convolutions in the 3-D zig-zag order,
   `causal.WaveOrder.zigzag`) giving the probability of every kept bit; trimmed bits are
   not coded and read as 0 in the context (kept bits as +-1). The importance map levels are
@@ -56,6 +59,9 @@ from coolchic.entropy.coder import EntropyError
 _CONFIG = struct.Struct("<BB")  # quality, use_map
 _LENGTH = struct.Struct("<I")
 MAX_QUALITY = 100
+# Loss (MSE units) per unit of kept fraction above the target: 10x what all the bits'
+# distortion gain is worth, so that the target binds (Li et al. choose their weight likewise).
+MAP_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,8 @@ class Cwic(nn.Module):
         self.map_model = ContextModel(WaveOrder.zigzag(1), ContextConfig(
             kernel_size=(k, k), hidden=config.map_hidden, outputs=config.levels))
         self.use_map = False  # stage 1 (Li et al.): train without the importance map
+        self.kept_target = 1.0  # stage 2: fraction of the code's bits kept without penalty
+        self.map_weight = MAP_WEIGHT  # stage 2: loss per unit of kept fraction above the target
         self.quality = 0  # written in the stream: the shipped checkpoint's nominal quality
 
     # -- the float model (training, and the encoder side of coding) -------------------------
@@ -126,14 +134,26 @@ class Cwic(nn.Module):
         return e, p
 
     def mask(self, p: torch.Tensor) -> torch.Tensor:
-        """Kept-channel mask (B, n, h, w) of an importance map p (B, 1, h, w); hard forward,
-        gradient of the soft mask clamp(n p + n/L - k, 0, 1) backward."""
+        """Kept-channel mask (B, n, h, w) of an importance map p (B, 1, h, w).
+
+        Forward: group g (channels [g n/L, (g+1) n/L)) is kept where g <= level =
+        min(floor(L p), L - 1), i.e. where L p >= g. Backward (after Li et al., 2018): the
+        gradient of clamp((L p - g + 1) / 2, 0, 1), a ramp over the two levels around each
+        step with unit area, so that every p in [0, 1) passes a gradient to the groups it can
+        switch; group 0, always kept, passes none. (A ramp of one channel's width left the
+        top level without any gradient: once there, the map could never leave it.)
+        """
         n, levels = self.config.code_channels, self.config.levels
         level = torch.clamp(torch.floor(p * levels), max=levels - 1)
-        k = torch.arange(n, dtype=p.dtype, device=p.device)[None, :, None, None]
-        hard = (k < (level + 1) * (n // levels)).to(p.dtype)
-        soft = torch.clamp(n * p + n // levels - k, 0.0, 1.0)
+        group = torch.div(torch.arange(n, device=p.device), n // levels, rounding_mode="floor")
+        group = group.to(p.dtype)[None, :, None, None]  # (1, n, 1, 1)
+        hard = (group <= level).to(p.dtype)
+        soft = torch.where(group > 0, torch.clamp((levels * p - group + 1) / 2, 0.0, 1.0), 1.0)
         return straight_through(hard, soft)
+
+    def kept_fraction(self, mask: torch.Tensor) -> torch.Tensor:
+        """Mean of a kept-channel mask over a batch: the trimmed code's size over the full one."""
+        return mask.mean()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training proxy: x (B, 3, H, W) in [0, 1] -> (x_hat (B, 3, H, W), rate (B,) bits).
@@ -141,12 +161,28 @@ class Cwic(nn.Module):
         The rate is the context models' cross-entropy of the kept bits (and, in stage 2, of
         the importance levels), i.e. the ideal code length of what `compress` codes.
         """
+        x_hat, rate, _ = self.training_terms(x)
+        return x_hat, rate
+
+    def training_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward`, and the rate loss of the importance map (a scalar added to the training
+        loss; 0 in stage 1).
+
+        Li et al. (2018) penalise the sum of the importance map above a threshold r; ours is
+        `map_weight` x max(0, f - `kept_target`), f the fraction of the code's bits the
+        masks of the batch keep. Below the target the map is free: it moves bits to where
+        they lower the distortion most, against the coded rate of the kept bits. Without it
+        the coded rate alone (bits of flat regions are cheap once the context model predicts
+        them) never paid for trimming at lambda 1e-3, and the map kept every bit.
+        """
         e, p = self.analyse(x)
         bits = _Binarize.apply(e)
         if self.use_map:
             mask = self.mask(p)
+            penalty = self.map_weight * torch.relu(self.kept_fraction(mask) - self.kept_target)
         else:
             mask = torch.ones_like(bits)
+            penalty = torch.zeros((), dtype=x.dtype)
         z = (2 * bits - 1) * mask  # +-1 kept, 0 trimmed
         x_hat = self.decoder(z)
         logits = self.bit_model(z)[:, :, 0]  # (B, n, h, w)
@@ -158,7 +194,7 @@ class Cwic(nn.Module):
             map_logits = self.map_model(inputs)[:, 0]  # (B, L, h, w)
             map_ce = F.cross_entropy(map_logits, level[:, 0].long(), reduction="none")
             rate = rate + map_ce.flatten(1).sum(1) / np.log(2.0)
-        return x_hat, rate
+        return x_hat, rate, penalty
 
     # -- exact coding ----------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 stages as data, checkpoints and resume.
 
 Loss per batch: MSE (images in [0, 1]) + lmbda * rate in bits per pixel, the rate being the
-model's own estimate (`forward`). A model module (`registry` entry) provides ``build(config)``
-and ``STAGES``: (fraction of the steps, model attributes) pairs, applied in order.
+model's own estimate (`forward`), plus the model's own regulariser where it has one
+(``training_terms(x) -> (x_hat, rate, penalty)``, used in place of `forward`). A model module
+(`registry` entry) provides ``build(config)`` and ``STAGES``: (fraction of the steps, model
+attributes) pairs, applied in order.
 
 A run writes ``checkpoint.pt`` in its output folder every `checkpoint_every` steps and when
 interrupted (model, optimizer, step, random generators, options), and ``model.pt`` (the
@@ -177,10 +179,13 @@ def train(name: str, data: str | os.PathLike | Sequence[str | os.PathLike], out:
                 setattr(model, attr, value)
             x = _crops(files, rng, options.batch, options.crop)
             optimizer.zero_grad()
-            x_hat, rate = model(x)
+            if hasattr(model, "training_terms"):
+                x_hat, rate, penalty = model.training_terms(x)
+            else:
+                (x_hat, rate), penalty = model(x), 0.0
             mse = torch.mean((x_hat - x) ** 2)
             bpp = rate.mean() / (options.crop * options.crop)
-            loss = mse + options.lmbda * bpp
+            loss = mse + options.lmbda * bpp + penalty
             loss.backward()
             optimizer.step()
             step += 1
