@@ -9,6 +9,7 @@ import torch
 
 import coolchic.model.fused as fused
 import coolchic.model.native as native
+import coolchic.nativebuild as nativebuild
 from coolchic.config import DecoderConfig, SynthesisConfig, get_arch, grid_shapes
 from coolchic.model.coolchic import CoolChic
 from coolchic.presets import get_preset
@@ -132,7 +133,7 @@ def test_loading_the_native_kernels_leaves_the_floating_point_environment_alone(
 
 
 def test_without_a_compiler_training_falls_back_to_the_torch_kernels(fresh_build, monkeypatch):
-    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(nativebuild, "compiler", lambda: None)
     assert native.library() is None and fused.native_kernels() is None
     assert "compiler" in native.unavailable_reason()
     image = torch.rand(1, 3, 9, 11)
@@ -155,18 +156,18 @@ def test_a_failed_build_says_why_and_leaves_no_library(fresh_build, monkeypatch)
 
 
 def test_an_unwritable_cache_falls_back_to_a_temporary_folder(fresh_build, monkeypatch):
-    if native._compiler() is None:
+    if nativebuild.compiler() is None:
         pytest.skip("no C++ compiler")
     blocked = fresh_build / "blocked"
     blocked.write_text("a file where the cache folder should be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
+    monkeypatch.setattr(nativebuild.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
     assert native.library() is not None, native.unavailable_reason()
     assert list((fresh_build / "tmp").rglob("kernels-*.so"))
 
 
 def test_the_library_is_built_once_into_the_cache_and_reused(fresh_build):
-    if native._compiler() is None:
+    if nativebuild.compiler() is None:
         pytest.skip("no C++ compiler")
     lib = native.library()
     assert lib is not None, native.unavailable_reason()

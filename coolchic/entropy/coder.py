@@ -31,11 +31,11 @@ import numpy as np
 from coolchic.entropy.tables import ALPHABET, N_ROWS, PROB_BITS, RADIUS, flat_table
 
 MAX_EXTRA = 1 << 20  # largest escape extra |y - m| - RADIUS; bounds decode time on bad data
-_MAX_PREFIX = MAX_EXTRA.bit_length() - 1  # Exp-Golomb zero-prefix length of MAX_EXTRA + 1
+MAX_PREFIX = MAX_EXTRA.bit_length() - 1  # Exp-Golomb zero-prefix length of MAX_EXTRA + 1
 _VALUE_LIMIT = 1 << 62  # |y| and |m| bound, so that y - m and m + d cannot overflow int64
 _LOW_ESCAPE = 0
 _HIGH_ESCAPE = 2 * RADIUS
-_POW2 = 1 << np.arange(_MAX_PREFIX + 2, dtype=np.int64)  # (22,) for floor(log2(v))
+_POW2 = 1 << np.arange(MAX_PREFIX + 2, dtype=np.int64)  # (22,) for floor(log2(v))
 # Uniform binary model q = [2**23, 2**23], passed as weights q - 1 like the main table.
 _BIT_WEIGHTS = np.full(2, (1 << (PROB_BITS - 1)) - 1, dtype=np.float64)
 
@@ -215,6 +215,30 @@ class SymbolEncoder:
         return b"".join(parts)
 
 
+def split_streams(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The main and escape streams of `SymbolEncoder.finish` bytes, as uint32 word arrays.
+
+    Raises:
+        EntropyError: a length prefix disagrees with the size of ``data``.
+    """
+    data = bytes(data)
+    streams = []
+    offset = 0
+    for name in ("main", "escape"):
+        if len(data) < offset + 4:
+            raise EntropyError(f"Entropy data ends inside the {name} stream's length field.")
+        n_words = int(np.frombuffer(data, dtype="<u4", count=1, offset=offset)[0])
+        offset += 4
+        if len(data) < offset + 4 * n_words:
+            raise EntropyError(f"Entropy data is truncated: the {name} stream declares {n_words} words.")
+        words = np.frombuffer(data, dtype="<u4", count=n_words, offset=offset)
+        streams.append(words.astype(np.uint32))
+        offset += 4 * n_words
+    if offset != len(data):
+        raise EntropyError(f"Entropy data has {len(data) - offset} bytes after its streams.")
+    return streams[0], streams[1]
+
+
 class SymbolDecoder:
     """Decodes latents from `SymbolEncoder.finish` bytes, in any chunking of the same order."""
 
@@ -224,23 +248,7 @@ class SymbolDecoder:
         Raises:
             EntropyError: a length prefix disagrees with the size of ``data``.
         """
-        data = bytes(data)
-        streams = []
-        offset = 0
-        for name in ("main", "escape"):
-            if len(data) < offset + 4:
-                raise EntropyError(f"Entropy data ends inside the {name} stream's length field.")
-            n_words = int(np.frombuffer(data, dtype="<u4", count=1, offset=offset)[0])
-            offset += 4
-            if len(data) < offset + 4 * n_words:
-                raise EntropyError(
-                    f"Entropy data is truncated: the {name} stream declares {n_words} words."
-                )
-            words = np.frombuffer(data, dtype="<u4", count=n_words, offset=offset)
-            streams.append(words.astype(np.uint32))
-            offset += 4 * n_words
-        if offset != len(data):
-            raise EntropyError(f"Entropy data has {len(data) - offset} bytes after its streams.")
+        streams = split_streams(data)
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._bit_model = constriction.stream.model.Categorical(_BIT_WEIGHTS, perfect=False)
         self._weights = _weight_table()
@@ -315,7 +323,7 @@ class SymbolDecoder:
                 later = count - len(extras) - 1  # codewords after this one, >= 1 bit each
                 one = bits.find(b"1", pos)
                 zeros = (len(bits) if one < 0 else one) - pos
-                if zeros > _MAX_PREFIX:
+                if zeros > MAX_PREFIX:
                     raise EntropyError("Entropy data is corrupt: an escape code is too long.")
                 if one < 0:
                     need = 1 + zeros + later  # the terminating 1, then >= zeros suffix bits

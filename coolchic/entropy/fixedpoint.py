@@ -86,6 +86,12 @@ class IntegerArm:
         # busy 2-core machine; chunks of this size also stay in cache.
         self.batch_rows = max(16, (1 << 18) // max(m.size for m in self._matrices))
 
+    @property
+    def matrices(self) -> tuple[np.ndarray, ...]:
+        """The folded float64 layer matrices, (inputs + 1, outputs [+ 1]) each, in order (the
+        native latent decoder runs the same arithmetic on them)."""
+        return tuple(self._matrices)
+
     def table_rows(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map contexts to coding parameters.
 

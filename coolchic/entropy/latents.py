@@ -13,16 +13,19 @@ context is the same set of flat offsets in every grid. The buffer ends with one 
 1.0, gathered as the last context column (the bias input of
 `IntegerArm.table_rows_augmented`). The decoder computes the flat indices of the contexts
 for runs of waves at once, so a decoding wave is one gather, the ARM, one entropy-decoder
-call and one scatter.
+call and one scatter; the native latent decoder (`coolchic.entropy.native`) runs that same
+loop in one C++ call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, wavefront_slope
+from coolchic.entropy import native
 from coolchic.entropy.coder import SymbolDecoder, SymbolEncoder, rate_bits
 from coolchic.entropy.fixedpoint import IntegerArm
 
@@ -146,9 +149,30 @@ def encode_latents(schedule: Schedule, grids: list[np.ndarray], arm: IntegerArm)
     return encoder.finish()
 
 
-def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm) -> list[np.ndarray]:
-    """Decode the grids wave by wave; raises EntropyError on corrupt data."""
+def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm, *,
+                   kernel: Literal["auto", "native", "numpy"] = "auto") -> list[np.ndarray]:
+    """Decode the grids wave by wave; raises EntropyError on corrupt data.
+
+    Args:
+        kernel: "native" runs the whole wave loop in one C++ call (`coolchic.entropy.native`),
+            "numpy" one ARM evaluation and one constriction call per wave; both give the
+            same latents bit for bit. "auto": native when it can be built here.
+    """
+    if kernel not in ("auto", "native", "numpy"):
+        raise ValueError(f"unknown kernel {kernel!r}; choose auto, native or numpy")
     buffer = _new_buffer(schedule)
+    lib = None if kernel == "numpy" else native.kernel()
+    if kernel == "native" and lib is None:
+        raise ValueError(f"the native latent decoder is unavailable: {native.unavailable_reason()}")
+    if lib is not None:
+        lib.decode(schedule.order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
+    else:
+        _decode_waves(schedule, buffer, data, arm)
+    return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]
+
+
+def _decode_waves(schedule: Schedule, buffer: np.ndarray, data: bytes, arm: IntegerArm) -> None:
+    """The numpy path of `decode_latents`: fills `buffer` wave by wave."""
     decoder = SymbolDecoder(data)
     bounds = schedule.wave_bounds.tolist()
     table_rows, decode = arm.table_rows_augmented, decoder.decode_trusted
@@ -167,4 +191,3 @@ def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm) -> list[np.
             # +-LATENT_MAX and rows within the table
             buffer[targets[s - base : e - base]] = decode(*table_rows(contexts))
     decoder.finish()
-    return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]

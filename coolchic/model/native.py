@@ -8,23 +8,18 @@ block of positions avoids. Without a working compiler `library` returns None, wi
 reason in `unavailable_reason`, and training runs the torch kernels; COOLCHIC_NATIVE=0 in
 the environment disables them.
 
-The shared object is compiled with -ffast-math but linked without it: GCC otherwise links
-in a start-up routine that turns on flush-to-zero for the whole process.
+Building and caching: `coolchic.nativebuild` (compiled with -ffast-math, linked without it).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from coolchic import nativebuild
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 VERSION = 1  # coolchic_kernels_version() of SOURCE
@@ -33,42 +28,6 @@ _COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math")
 FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 MAX_CHANNELS = 4  # image channels the native synthesis handles
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    return None
-
-
-def _cache_dirs() -> list[Path]:
-    """Where the built library is kept: the user's cache, else a per-user temporary folder
-    (a read-only home must not cost the speed)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    return [Path(base) / "coolchic", Path(tempfile.gettempdir()) / f"coolchic-{user}"]
-
-
-def _cpu_id() -> str:
-    """What -march=native depends on: a library built for one CPU may not run on another."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({x for x in lines if x.startswith(("model name", "flags"))}))
-    except OSError:
-        return platform.processor() + platform.machine()
-
-
-def _build(compiler: str, flags: tuple[str, ...], out: Path) -> None:
-    """Compile (-ffast-math) then link (without it) `SOURCE` into `out`, atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        obj, lib = Path(tmp) / "kernels.o", Path(tmp) / out.name
-        run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=300)
-        run([compiler, *flags, "-c", str(SOURCE), "-o", str(obj)])
-        run([compiler, "-shared", str(obj), "-o", str(lib)])
-        os.replace(lib, out)
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -148,35 +107,9 @@ class Library:
 
 @functools.cache
 def _load() -> Library | str:
-    if os.environ.get("COOLCHIC_NATIVE") == "0":
-        return "disabled by COOLCHIC_NATIVE=0"
-    compiler = _compiler()
-    if compiler is None:
-        return "no C++ compiler found (set CXX)"
-    try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as error:
-        return f"{compiler} --version failed: {error}"
-    errors = []
-    for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join((SOURCE.read_text(), compiler, version, *flags, _cpu_id()))
-                             .encode()).hexdigest()[:16]
-        for folder in _cache_dirs():
-            path = folder / f"kernels-{key}.so"
-            try:
-                if not path.exists():
-                    _build(compiler, flags, path)
-                cdll = ctypes.CDLL(str(path))
-                if cdll.coolchic_kernels_version() != VERSION:
-                    return f"{path}: kernels version mismatch"
-                return Library(cdll)
-            except subprocess.CalledProcessError as error:  # these flags fail: try the next
-                errors.append(f"{' '.join(flags)}: {error.stderr.strip()[-500:]}")
-                break
-            except (OSError, subprocess.SubprocessError) as error:  # this folder fails
-                errors.append(f"{' '.join(flags)} in {folder}: {error}")
-    return "building the native kernels failed: " + " | ".join(errors)
+    cdll = nativebuild.load(SOURCE, flag_sets=FLAG_SETS, version_symbol="coolchic_kernels_version",
+                            version=VERSION)
+    return Library(cdll) if isinstance(cdll, ctypes.CDLL) else cdll
 
 
 def library() -> Library | None:
