@@ -24,10 +24,12 @@ machine made this kind of code 10x slower.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from coolchic import native_decoder
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
 
 SYN_FRAC = 16  # fractional bits of upsampled latents and synthesis activations
@@ -154,6 +156,17 @@ def _augmented(layer: QLayer) -> np.ndarray:
     return np.concatenate((w.reshape(w.shape[0], -1), b[:, None]), axis=1)
 
 
+def _carrying_layers(mlp: Sequence[QLayer]) -> list[np.ndarray]:
+    """The per-pixel layers as `_augmented` matrices, each hidden one with an extra last row
+    (0, ..., 0, 1) that carries the constant 1 on to the next layer: (out [+ 1], in + 1)."""
+    layers = [_augmented(layer) for layer in mlp]
+    for i, m in enumerate(layers[:-1]):
+        carry = np.zeros((1, m.shape[1]))
+        carry[0, -1] = 1.0
+        layers[i] = np.concatenate((m, carry))
+    return layers
+
+
 def _mlp(x: np.ndarray, layers: list[np.ndarray], out: np.ndarray) -> None:
     """Per-pixel layers (`_augmented`) of x (in + 1, n), whose last row is ones, into out
     (C, n); ReLU on the hidden layers, +-ACT_MAX on the last. Runs in chunks of pixels
@@ -223,6 +236,7 @@ def synthesize(
     *,
     bit_depth: int,
     device: str = "cpu",
+    kernel: Literal["auto", "native", "numpy"] = "auto",
 ) -> np.ndarray:
     """Integer latent grids (finest first) -> image (H, W, C), uint8 or uint16.
 
@@ -232,11 +246,19 @@ def synthesize(
         bit_depth: 8 or 16, the output's.
         device: 'cpu' runs this module; any other (torch) device runs
             `coolchic.reconstruct_torch`, which gives the same image bit for bit.
+        kernel: on the CPU, "native" runs the same arithmetic in one C++ call
+            (`coolchic.native_decoder`), "numpy" the code below; the image is the same bit
+            for bit. "auto": native when it can be built here.
     """
     if str(device) != "cpu":
         from coolchic.reconstruct_torch import synthesize as synthesize_torch
 
         return synthesize_torch(grids, mlp, residual, bit_depth=bit_depth, device=device)
+    lib = native_decoder.select(kernel)
+    if lib is not None:
+        layers = [m.T for m in _carrying_layers(mlp)]  # (inputs + 1, outputs [+ 1]) each
+        conv = [np.concatenate([w.ravel(), b]) for w, b in map(_folded, residual)]
+        return lib.synthesize(grids, layers, conv, bit_depth=bit_depth)
     scale = float(1 << SYN_FRAC)
     max_value = float((1 << bit_depth) - 1)
     h, w = grids[0].shape

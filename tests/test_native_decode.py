@@ -1,21 +1,22 @@
-"""The native latent decoder (coolchic/entropy/decode_kernel.cpp) against the numpy path:
-the same latents bit for bit on valid streams of every shape and ARM, the same verdict on
-corrupt ones, and a clean fall-back where it cannot be built."""
+"""The native decoder (coolchic/decoder_kernels.cpp) against the numpy paths: the same
+latents bit for bit on valid streams of every shape and ARM, the same verdict on corrupt
+ones, and a clean fall-back where it cannot be built. (Its synthesis against the numpy one:
+tests/test_speed_paths.py.)"""
 
 import numpy as np
 import pytest
 import torch
 
+from coolchic import native_decoder as native
 from coolchic.config import grid_shapes
-from coolchic.entropy import native
 from coolchic.entropy.coder import EntropyError
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
 from coolchic.quant import quantize_layer
 
 
-def _kernel_or_skip() -> native.LatentKernel:
-    lib = native.kernel()
+def _kernel_or_skip() -> native.DecoderKernels:
+    lib = native.kernels()
     if lib is None:
         pytest.skip(f"native latent decoder unavailable: {native.unavailable_reason()}")
     return lib
@@ -119,7 +120,7 @@ def test_without_the_native_decoder_auto_decodes_with_numpy_and_native_says_why(
     grids = _grids(shapes, 2, 6.0)
     data = encode_latents(schedule, grids, arm)
     monkeypatch.setattr(native, "_load", lambda: "no C++ compiler found (set CXX)")
-    assert native.kernel() is None
+    assert native.kernels() is None
     decoded = decode_latents(schedule, data, arm)
     assert all(np.array_equal(a, b) for a, b in zip(grids, decoded))
     with pytest.raises(ValueError, match="no C\\+\\+ compiler"):

@@ -13,7 +13,7 @@ context is the same set of flat offsets in every grid. The buffer ends with one 
 1.0, gathered as the last context column (the bias input of
 `IntegerArm.table_rows_augmented`). The decoder computes the flat indices of the contexts
 for runs of waves at once, so a decoding wave is one gather, the ARM, one entropy-decoder
-call and one scatter; the native latent decoder (`coolchic.entropy.native`) runs that same
+call and one scatter; the native latent decoder (`coolchic.native_decoder`) runs that same
 loop in one C++ call.
 """
 
@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from coolchic import native_decoder
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, wavefront_slope
-from coolchic.entropy import native
 from coolchic.entropy.coder import SymbolDecoder, SymbolEncoder, rate_bits
 from coolchic.entropy.fixedpoint import IntegerArm
 
@@ -154,18 +154,14 @@ def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm, *,
     """Decode the grids wave by wave; raises EntropyError on corrupt data.
 
     Args:
-        kernel: "native" runs the whole wave loop in one C++ call (`coolchic.entropy.native`),
+        kernel: "native" runs the whole wave loop in one C++ call (`coolchic.native_decoder`),
             "numpy" one ARM evaluation and one constriction call per wave; both give the
             same latents bit for bit. "auto": native when it can be built here.
     """
-    if kernel not in ("auto", "native", "numpy"):
-        raise ValueError(f"unknown kernel {kernel!r}; choose auto, native or numpy")
+    lib = native_decoder.select(kernel)
     buffer = _new_buffer(schedule)
-    lib = None if kernel == "numpy" else native.kernel()
-    if kernel == "native" and lib is None:
-        raise ValueError(f"the native latent decoder is unavailable: {native.unavailable_reason()}")
     if lib is not None:
-        lib.decode(schedule.order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
+        lib.decode_latents(schedule.order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
     else:
         _decode_waves(schedule, buffer, data, arm)
     return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]

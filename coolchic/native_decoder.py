@@ -1,0 +1,166 @@
+"""The native decoder (``decoder_kernels.cpp``): the wave loop of
+`coolchic.entropy.latents.decode_latents` and the fixed-point synthesis of
+`coolchic.reconstruct.synthesize`, each as one C++ call, bit-exact with the numpy paths.
+
+The numpy latent decoder pays about 100 us of Python and call overhead per wave, and a
+768x512 image has 2301 waves; the numpy synthesis makes a dozen passes over memory per
+layer. The native code does the same arithmetic without either. It is built on first use
+(`coolchic.nativebuild`; no -ffast-math, since floor and the clips must keep their IEEE
+meaning) and is optional: without a compiler, or with COOLCHIC_NATIVE=0, decoding runs
+the numpy paths and gives the same image. No torch here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from coolchic import nativebuild
+from coolchic.entropy.coder import MAX_EXTRA, MAX_PREFIX, EntropyError, split_streams
+from coolchic.entropy.fixedpoint import ACT_MAX, LATENT_MAX, IntegerArm
+from coolchic.entropy.tables import ALPHABET, MU_FRAC_BITS, N_SCALE, PROB_BITS, RADIUS, flat_table
+
+SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
+VERSION = 1  # coolchic_decoder_kernels_version() of SOURCE
+_COMMON = ("-O3", "-std=c++17", "-fPIC")
+FLAG_SETS = ((*_COMMON, "-march=native"), _COMMON)  # tuned for this CPU, then portable
+_I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+_ERRORS = {
+    1: "Entropy data is corrupt: the main stream is invalid.",
+    2: "Entropy data is corrupt: the escape stream is invalid.",
+    3: "Entropy data is corrupt: an escape code is too long.",
+    4: "Entropy data is corrupt: an escape value is out of range.",
+    5: "Entropy data is inconsistent: the main stream has unread data.",
+    6: "Entropy data is inconsistent: the escape stream has unread data.",
+}
+
+
+@functools.cache
+def _cdf_table() -> np.ndarray:
+    """Cumulative frequencies of every table row: uint32 (N_ROWS, ALPHABET + 1), 0 .. 2^24."""
+    q = flat_table()
+    cdf = np.zeros((q.shape[0], ALPHABET + 1), dtype=np.uint32)
+    np.cumsum(q, axis=1, out=cdf[:, 1:])
+    if not (cdf[:, -1] == 1 << PROB_BITS).all():
+        raise AssertionError("probability table rows must sum to 2**PROB_BITS")
+    cdf.setflags(write=False)
+    return cdf
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _packed_layers(matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of each matrix as int64 (2 * L,), and the matrices row-major, concatenated."""
+    dims = np.array([s for m in matrices for s in m.shape], dtype=np.int64)
+    return dims, np.concatenate([np.ascontiguousarray(m, dtype=np.float64).ravel() for m in matrices])
+
+
+class DecoderKernels:
+    """The loaded `decoder_kernels.cpp`."""
+
+    def __init__(self, cdll: ctypes.CDLL):
+        self._decode = cdll.coolchic_decode_latents
+        self._decode.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR,
+                                 _F64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR]
+        self._decode.restype = ctypes.c_int
+        self._synthesize = cdll.coolchic_synthesize
+        self._synthesize.argtypes = [_I64, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _F64, _I64, _PTR]
+        self._synthesize.restype = ctypes.c_int
+
+    def decode_latents(self, order: np.ndarray, wave_bounds: np.ndarray, offsets: np.ndarray,
+               buffer: np.ndarray, data: bytes, arm: IntegerArm) -> None:
+        """Decode every latent into `buffer` (float64, the schedule's flat buffer).
+
+        Args:
+            order: (N,) flat index of each latent in decoding order.
+            wave_bounds: (n_waves + 1,) wave w is order[wave_bounds[w]:wave_bounds[w + 1]].
+            offsets: (context,) flat offsets of the context neighbours.
+
+        Raises:
+            EntropyError: the data cannot have come from the encoder (same tests as the
+                numpy path's `SymbolDecoder`).
+        """
+        main, escape = split_streams(data)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        bounds = np.ascontiguousarray(wave_bounds, dtype=np.int64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        matrices = arm.matrices
+        dims, packed = _packed_layers(matrices)
+        cdf = _cdf_table()
+        if buffer.dtype != np.float64 or not buffer.flags.c_contiguous:
+            raise ValueError("buffer must be a contiguous float64 array")
+        if offsets.size + 1 != matrices[0].shape[0]:
+            raise ValueError("the ARM's input width does not match the context")
+        status = self._decode(
+            _ptr(main), main.size, _ptr(escape), escape.size, _ptr(order), _ptr(bounds), bounds.size - 1,
+            _ptr(offsets), offsets.size, len(matrices), _ptr(dims), _ptr(packed), float(ACT_MAX),
+            _ptr(cdf), ALPHABET, RADIUS, MU_FRAC_BITS, N_SCALE, LATENT_MAX, MAX_PREFIX, MAX_EXTRA,
+            _ptr(buffer))
+        if status:
+            raise EntropyError(_ERRORS.get(status, f"native latent decoder failed ({status})"))
+
+    def synthesize(self, grids: Sequence[np.ndarray], mlp: Sequence[np.ndarray], conv: Sequence[np.ndarray],
+                   *, bit_depth: int) -> np.ndarray:
+        """The image of `coolchic.reconstruct.synthesize`, bit for bit.
+
+        Args:
+            grids: int64 (h_k, w_k) latents, finest first.
+            mlp: the per-pixel layers as (inputs + 1, outputs [+ 1]) float64 matrices at
+                2^-SYN_FRAC (the numpy path's folded matrices, transposed; the hidden ones
+                carry the constant 1 on in their last column).
+            conv: the residual 3x3 convolutions, each (C * C * 9 + C,) float64: folded taps
+                (out, in, ky, kx), then biases.
+            bit_depth: 8 or 16.
+
+        Returns:
+            (H, W, C) uint8 or uint16.
+        """
+        grids = [np.ascontiguousarray(g, dtype=np.int64) for g in grids]
+        pointers = np.array([g.ctypes.data for g in grids], dtype=np.uintp)
+        shapes = np.array([s for g in grids for s in g.shape], dtype=np.int64)
+        dims, packed = _packed_layers(mlp)
+        channels = int(dims[-1])
+        taps = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in conv] or [np.zeros(1)])
+        h, w = grids[0].shape
+        image = np.empty((h, w, channels), dtype=np.uint8 if bit_depth == 8 else np.uint16)
+        status = self._synthesize(len(grids), _ptr(pointers), _ptr(shapes), len(mlp), _ptr(dims),
+                                  _ptr(packed), len(conv), _ptr(taps), float(ACT_MAX), bit_depth, _ptr(image))
+        if status:
+            raise ValueError("the synthesis' layer sizes do not match the latent grids")
+        return image
+
+
+@functools.cache
+def _load() -> DecoderKernels | str:
+    cdll = nativebuild.load(SOURCE, flag_sets=FLAG_SETS, version_symbol="coolchic_decoder_kernels_version",
+                            version=VERSION)
+    return DecoderKernels(cdll) if isinstance(cdll, ctypes.CDLL) else cdll
+
+
+def kernels() -> DecoderKernels | None:
+    """The native decoder, building it the first time (a few seconds), or None."""
+    lib = _load()
+    return lib if isinstance(lib, DecoderKernels) else None
+
+
+def unavailable_reason() -> str | None:
+    """Why `kernels` returns None (None when it does not)."""
+    lib = _load()
+    return None if isinstance(lib, DecoderKernels) else lib
+
+
+def select(kernel: str) -> DecoderKernels | None:
+    """The kernels to use for a `kernel` argument of the decoder: "native" (raise
+    ValueError saying why when unavailable), "numpy" (None), or "auto" (native if here)."""
+    if kernel not in ("auto", "native", "numpy"):
+        raise ValueError(f"unknown kernel {kernel!r}; choose auto, native or numpy")
+    lib = None if kernel == "numpy" else kernels()
+    if kernel == "native" and lib is None:
+        raise ValueError(f"the native decoder is unavailable: {unavailable_reason()}")
+    return lib
