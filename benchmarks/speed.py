@@ -85,7 +85,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _decode_child(path: str, repeats: int, device: str) -> None:
+def _decode_child(path: str, repeats: int, device: str, kernel: str) -> None:
     """Runs in a fresh process: decode `path` 1 + repeats times, print JSON."""
     t = time.perf_counter()
     from coolchic.decode import decode
@@ -95,7 +95,7 @@ def _decode_child(path: str, repeats: int, device: str) -> None:
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
-        decode(data, device=device)
+        decode(data, device=device, kernel=kernel)
         times.append(time.perf_counter() - t)
     print(json.dumps({"import_s": import_s, "times": times, "peak_mb": _peak_mb()}))
 
@@ -113,6 +113,8 @@ def _child(args: list[str]) -> dict:
 
 
 def bench_decode(images: list[Path], arch: str, opts, work: Path) -> list[dict]:
+    """Each image's stream decoded by the native decoder and, as its peer in the same run,
+    by the numpy one (same image bit for bit; tests check it)."""
     from coolchic.complexity import mac_per_pixel
     from coolchic.config import get_arch
     from coolchic.encode import encode
@@ -122,16 +124,21 @@ def bench_decode(images: list[Path], arch: str, opts, work: Path) -> list[dict]:
         result = encode(path, lmbda=1e-3, iterations=opts.iterations, arch=arch)
         stream = work / f"{path.stem}_{arch}.bin"
         stream.write_bytes(result.data)
-        r = _child(["--decode-child", str(stream), str(opts.repeats), opts.device])
         h, w = result.report.height, result.report.width
         macs = mac_per_pixel(get_arch(arch), h, w, result.report.channels).total
-        median = statistics.median(r["times"][1:])
-        rows.append({"image": path.stem, "size": f"{w}x{h}", "median_s": median,
-                     "cold_s": r["times"][0], "peak_mb": r["peak_mb"], "mac_per_pixel": macs,
-                     "pixels": h * w, "bytes": len(result.data), "load": _load()})
-        print(f"decode {arch:8s} {path.stem}: median {median * 1000:.0f} ms, first "
-              f"{r['times'][0] * 1000:.0f} ms, peak RSS {r['peak_mb']:.0f} MB (load {_load()})",
-              flush=True)
+        medians = {}
+        for kernel in opts.decoders:
+            r = _child(["--decode-child", str(stream), str(opts.repeats), opts.device, kernel])
+            median = medians[kernel] = statistics.median(r["times"][1:])
+            rows.append({"image": path.stem, "size": f"{w}x{h}", "median_s": median, "kernel": kernel,
+                         "cold_s": r["times"][0], "peak_mb": r["peak_mb"], "mac_per_pixel": macs,
+                         "pixels": h * w, "bytes": len(result.data), "load": _load()})
+            print(f"decode {arch:8s} {path.stem} ({kernel}): median {median * 1000:.0f} ms, first "
+                  f"{r['times'][0] * 1000:.0f} ms, peak RSS {r['peak_mb']:.0f} MB (load {_load()})",
+                  flush=True)
+        if len(medians) == 2:
+            print(f"decode {arch:8s} {path.stem}: numpy / native = "
+                  f"{medians['numpy'] / medians['native']:.2f}", flush=True)
     return rows
 
 
@@ -245,20 +252,26 @@ def main() -> None:
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "speed.tsv")
-    parser.add_argument("--decode-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--decoders", default="native,numpy",
+                        help="decoder kernels to time, comma-separated: native, numpy")
+    parser.add_argument("--decode-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.decode_child:
-        _decode_child(opts.decode_child[0], int(opts.decode_child[1]), opts.decode_child[2])
+        _decode_child(opts.decode_child[0], int(opts.decode_child[1]), *opts.decode_child[2:])
         return
     if opts.baseline_child:
         _baseline_child()
         return
 
+    opts.decoders = opts.decoders.split(",")
+    if not set(opts.decoders) <= {"native", "numpy"}:
+        sys.exit("--decoders takes native and/or numpy")
     import torch
 
     from coolchic.complexity import mac_per_pixel
     from coolchic.config import ARCHS
+    from coolchic.native_decoder import unavailable_reason
 
     torch.set_num_threads(opts.threads)
     load_start = _load()
@@ -274,6 +287,8 @@ def main() -> None:
         images = sorted(opts.dataset.glob("*.png"))[: opts.images]
         if not images:
             sys.exit(f"no PNG images in {opts.dataset}; pass a dataset path")
+        if "native" in opts.decoders and unavailable_reason():
+            sys.exit(f"the native decoder is unavailable: {unavailable_reason()}")
         print(f"decoding {len(images)} image(s) per operating point; bitstreams trained for "
               f"{opts.iterations} iterations (decode cost does not depend on training length)")
         baseline = _child(["--baseline-child"])["peak_mb"]
@@ -282,7 +297,8 @@ def main() -> None:
                        for r in bench_decode(images, arch, opts, Path(work))]
         for arch, r in decoded:
             floor_s = 2 * r["mac_per_pixel"] * r["pixels"] / (f64 * 1e9)
-            rows.append(["decode", arch, r["image"], r["size"], f"{r['median_s'] * 1000:.1f}",
+            kind = "decode" if r["kernel"] == "native" else "decode-numpy"
+            rows.append([kind, arch, r["image"], r["size"], f"{r['median_s'] * 1000:.1f}",
                          f"{r['cold_s'] * 1000:.1f}", f"{r['peak_mb']:.0f}",
                          f"{r['peak_mb'] - baseline:.0f}", f"{r['mac_per_pixel']:.1f}",
                          f"{floor_s * 1000:.2f}", f"{r['median_s'] / floor_s:.0f}", r["load"]])
@@ -302,7 +318,8 @@ def main() -> None:
         f"# matmul throughput: float32 {f32:.1f} GFLOP/s, float64 {f64:.1f} GFLOP/s",
         f"# load average (1, 5, 15 min) at start: {load_start}; at end: {_load()}",
         f"# decode: median of {opts.repeats} decodes after a warm-up, in a fresh process; "
-        f"first_ms is that process's first decode (tables loaded); bitstreams trained for "
+        f"first_ms is that process's first decode (tables loaded); kind decode: the native "
+        f"decoder (C++, built on first use), decode-numpy: the numpy one, same image; bitstreams trained for "
         f"{opts.iterations} iterations: decode cost does not depend on training length",
         "# peak_mb: peak resident memory of the decoding process; above_import_mb: minus "
         "that of a process that only imported the decoder",
@@ -314,7 +331,8 @@ def main() -> None:
         "\t".join(["kind", "arch", "image", "size", "median_ms", "first_ms", "peak_mb",
                    "above_import_mb", "mac_per_pixel", "floor_ms", "ratio", "load_avg"]),
     ]
-    skipped = [kind for kind, skip in (("decode", opts.skip_decode), ("train", opts.skip_train)) if skip]
+    skipped = [kind for kind, skip in (("decode", opts.skip_decode), ("decode-numpy", opts.skip_decode),
+                                       ("train", opts.skip_train)) if skip]
     kept = _earlier_rows(opts.out, skipped)
     if kept:
         header.insert(-1, f"# {' and '.join(skipped)} rows: kept from an earlier run of this script "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -93,7 +94,8 @@ def describe(data: bytes | str | Path) -> BitstreamInfo:
 
 
 def decode(data: bytes | str | Path, *, device: str = "cpu",
-           checkpoint: str | Path | None = None) -> np.ndarray:
+           checkpoint: str | Path | None = None,
+           kernel: Literal["auto", "native", "numpy"] = "auto") -> np.ndarray:
     """Decode a coolchic bitstream.
 
     Args:
@@ -102,6 +104,10 @@ def decode(data: bytes | str | Path, *, device: str = "cpu",
             bit-identical on both. Latent decoding always runs on the CPU.
         checkpoint: for a stream of an amortized codec (`coolchic.amortized`, decoded on
             the CPU), the weights file to use instead of the shipped one; unused otherwise.
+        kernel: "native" decodes the latents and (on the CPU) synthesizes the image with
+            the C++ decoder (`coolchic.native_decoder`), "numpy" with numpy and
+            constriction; both give the same image bit for bit. "auto": native when it can
+            be built here.
 
     Returns:
         (H, W, C) image, uint8 for 8-bit streams and uint16 for 16-bit ones.
@@ -121,9 +127,10 @@ def decode(data: bytes | str | Path, *, device: str = "cpu",
     shapes = grid_shapes(header.height, header.width, config.latents.n_grids)
     schedule = make_schedule(shapes, config.arm.context)
     try:
-        grids = decode_latents(schedule, sections[SectionId.LATENTS], IntegerArm(weights.arm))
+        grids = decode_latents(schedule, sections[SectionId.LATENTS], IntegerArm(weights.arm), kernel=kernel)
     except EntropyError as exc:
         raise BitstreamError(f"corrupt LATENTS section: {exc}") from None
     if any(np.abs(g).max(initial=0) > LATENT_MAX for g in grids):
         raise BitstreamError("corrupt LATENTS section: latent out of range")
-    return synthesize(grids, weights.mlp, weights.residual, bit_depth=header.bit_depth, device=device)
+    return synthesize(grids, weights.mlp, weights.residual, bit_depth=header.bit_depth, device=device,
+                      kernel=kernel)

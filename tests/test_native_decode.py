@@ -131,3 +131,15 @@ def test_without_the_native_decoder_auto_decodes_with_numpy_and_native_says_why(
 
 def test_the_native_decoder_is_built_without_fast_math():
     assert not any("fast-math" in flag for flags in native.FLAG_SETS for flag in flags)
+
+
+def test_the_sample_bitstream_decodes_to_the_same_image_with_either_decoder():
+    _kernel_or_skip()
+    from pathlib import Path
+
+    from coolchic.decode import decode
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "kodim23.bin"
+    native_image = decode(sample, kernel="native")
+    numpy_image = decode(sample, kernel="numpy")
+    assert native_image.shape == (512, 768, 3) and np.array_equal(native_image, numpy_image)
