@@ -75,7 +75,8 @@ def encode(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     arch: Annotated[str, typer.Option(
-        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353).")] = "default",
+        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353), or auto "
+             "(lite where its smaller weights pay: small images at large lambda).")] = "auto",
     threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
     compile: Annotated[str, typer.Option(
         help="Compiled training kernels (native C++ on the CPU): auto, on, off.")] = "auto",

@@ -12,7 +12,15 @@ import torch
 
 from coolchic.bitstream import CodecId, Header, SectionId, write_bitstream
 from coolchic.complexity import mac_per_pixel
-from coolchic.config import DEFAULT_ARCH, DecoderConfig, LatentConfig, get_arch, grid_shapes
+from coolchic.config import (
+    AUTO_ARCH,
+    DecoderConfig,
+    LatentConfig,
+    auto_arch,
+    check_arch_name,
+    get_arch,
+    grid_shapes,
+)
 from coolchic.decode import DECODER_MAX_PIXELS, check_device
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import encode_latents, make_schedule
@@ -102,7 +110,8 @@ def encode(
         preset: training recipe name (coolchic.presets.PRESETS).
         iterations: total training iterations, overriding the preset's (phases scaled).
         device: 'cpu' or 'cuda' for training.
-        arch: decoder configuration name (coolchic.config.ARCHS).
+        arch: decoder configuration name (coolchic.config.ARCHS), or "auto" (None): the
+            one `coolchic.config.auto_arch` picks for this image size and lambda.
         callback: called after every training iteration with a Progress record.
         threads: torch threads for training (1 is fastest unless the machine is idle;
             None keeps torch's setting).
@@ -116,11 +125,12 @@ def encode(
         recipe = recipe.scaled_to(iterations)
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    arch_name = arch or DEFAULT_ARCH
-    config = get_arch(arch_name)
+    check_arch_name(arch or AUTO_ARCH)
     check_device(device)
     array, bit_depth = _as_image(image)
     h, w, c = array.shape
+    arch_name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
+    config = get_arch(arch_name)
     if h * w > DECODER_MAX_PIXELS:
         raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
     config = effective_config(config, h, w)

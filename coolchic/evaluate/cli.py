@@ -126,7 +126,7 @@ _Cpus = Annotated[float, typer.Option(help="Ray: CPUs reserved per job.")]
 _Iterations = Annotated[int | None, typer.Option(help="Override the preset's iterations.")]
 _Device = Annotated[str, typer.Option(help="cpu or cuda, for our codec.")]
 _Seed = Annotated[int, typer.Option(help="Random seed of our codec.")]
-_Arch = Annotated[str | None, typer.Option(help="Decoder configuration of our codec [default].")]
+_Arch = Annotated[str | None, typer.Option(help="Decoder configuration of our codec [auto].")]
 _Protocol = Annotated[str, typer.Option(
     help="Protocol: quick (CPU, 256x256 crops), paper (whole images, GPU), or a preset name.")]
 _Kodak = Annotated[Path | None, typer.Option(help="Folder holding kodim01.png ... kodim24.png.")]

@@ -107,7 +107,7 @@ def check_preset(preset: str) -> str:
 
 def check_codec_options(spec: EvaluationSpec) -> None:
     """Refuse our codec's bad options before anything is written or trained."""
-    from coolchic.config import get_arch
+    from coolchic.config import check_arch_name
     from coolchic.decode import check_device
 
     check_preset(spec.preset)
@@ -116,7 +116,7 @@ def check_codec_options(spec: EvaluationSpec) -> None:
     try:
         check_device(spec.device)
         if spec.arch is not None:
-            get_arch(spec.arch)
+            check_arch_name(spec.arch)
     except ValueError as err:
         raise EvaluationError(str(err)) from None
 
