@@ -151,3 +151,7 @@ def test_the_cli_fits_then_reports_every_layer_and_refuses_bad_input_in_one_line
     _one_line_error(runner.invoke(app, ["amortized", "progressive-cwic", "--checkpoint", str(weights),
                                         "--cwic-checkpoint", str(weights), str(image)]),
                     "holds cwic weights, not progressive")
+
+
+def test_the_shipped_progressive_coder_was_fitted_on_the_codes_of_the_shipped_cwic():
+    pc.check_pair(checkpoints.load_shipped("progressive"), checkpoints.load_shipped("cwic"))
