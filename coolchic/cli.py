@@ -40,7 +40,7 @@ def clean_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, OSError) as exc:  # BitstreamError, ImageError, EntropyError too
+        except (ValueError, OSError, MemoryError) as exc:  # BitstreamError, ImageError, EntropyError too
             fail(str(exc) or exc.__class__.__name__)
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -191,9 +191,6 @@ std::vector<double> upsample(const std::vector<double>& x, int64_t h, int64_t w,
 
 }  // namespace
 
-extern "C" {
-
-int coolchic_decoder_kernels_version() { return 1; }
 
 // Decodes every latent into `buffer` (the flat float64 buffer of latents.Schedule, zeros
 // where nothing is decoded). Returns 0, or: 1 main stream invalid, 2 escape stream
@@ -204,7 +201,7 @@ int coolchic_decoder_kernels_version() { return 1; }
 // `matrices`): rows = inputs + 1 (the constant 1), cols = outputs (+ 1 carrying the
 // constant on, hidden layers); the last layer has 2 columns: mean + half a step in
 // 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1).
-int coolchic_decode_latents(
+static int decode_latents(
     const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
     const int64_t* order, const int64_t* wave_bounds, int64_t n_waves,
     const int64_t* offsets, int64_t n_ctx,
@@ -273,7 +270,7 @@ int coolchic_decode_latents(
 // the C channels); conv: n_conv residual 3x3 convolutions, each C*C*9 taps (out, in, ky,
 // kx) then C biases, folded to 2^-16; image: (H, W, C) uint8 (bit_depth 8) or uint16.
 // Returns 0, or 1 when a size is out of range.
-int coolchic_synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
+static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
                         int64_t n_layers, const int64_t* dims, const double* matrices,
                         int64_t n_conv, const double* conv, double act_max, int64_t bit_depth,
                         void* image) {
@@ -370,6 +367,43 @@ int coolchic_synthesize(int64_t n_grids, const int64_t* const* grids, const int6
   if (bit_depth == 8) store(static_cast<uint8_t*>(image));
   else store(static_cast<uint16_t*>(image));
   return 0;
+}
+
+extern "C" {
+
+int coolchic_decoder_kernels_version() { return 1; }
+
+// The entry points: no C++ exception may cross into the caller (an allocation failure on
+// a huge image returns kOutOfMemory instead).
+constexpr int kOutOfMemory = 100;
+
+int coolchic_decode_latents(
+    const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
+    const int64_t* order, const int64_t* wave_bounds, int64_t n_waves,
+    const int64_t* offsets, int64_t n_ctx,
+    int64_t n_layers, const int64_t* dims, const double* matrices, double act_max,
+    const uint32_t* cdf, int64_t alphabet, int64_t radius,
+    int64_t mu_frac_bits, int64_t n_scale, int64_t latent_max,
+    int64_t max_prefix, int64_t max_extra, double* buffer) {
+  try {
+    return decode_latents(main_words, n_main, escape_words, n_escape, order, wave_bounds, n_waves,
+                          offsets, n_ctx, n_layers, dims, matrices, act_max, cdf, alphabet, radius,
+                          mu_frac_bits, n_scale, latent_max, max_prefix, max_extra, buffer);
+  } catch (...) {
+    return kOutOfMemory;
+  }
+}
+
+int coolchic_synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
+                        int64_t n_layers, const int64_t* dims, const double* matrices,
+                        int64_t n_conv, const double* conv, double act_max, int64_t bit_depth,
+                        void* image) {
+  try {
+    return synthesize(n_grids, grids, shapes, n_layers, dims, matrices, n_conv, conv, act_max,
+                      bit_depth, image);
+  } catch (...) {
+    return kOutOfMemory;
+  }
 }
 
 }  // extern "C"

@@ -37,6 +37,7 @@ _ERRORS = {
     5: "Entropy data is inconsistent: the main stream has unread data.",
     6: "Entropy data is inconsistent: the escape stream has unread data.",
 }
+_OUT_OF_MEMORY = 100  # kOutOfMemory of SOURCE
 
 
 @functools.cache
@@ -102,6 +103,8 @@ class DecoderKernels:
             _ptr(offsets), offsets.size, len(matrices), _ptr(dims), _ptr(packed), float(ACT_MAX),
             _ptr(cdf), ALPHABET, RADIUS, MU_FRAC_BITS, N_SCALE, LATENT_MAX, MAX_PREFIX, MAX_EXTRA,
             _ptr(buffer))
+        if status == _OUT_OF_MEMORY:
+            raise MemoryError("not enough memory to decode the latents")
         if status:
             raise EntropyError(_ERRORS.get(status, f"native latent decoder failed ({status})"))
 
@@ -131,6 +134,8 @@ class DecoderKernels:
         image = np.empty((h, w, channels), dtype=np.uint8 if bit_depth == 8 else np.uint16)
         status = self._synthesize(len(grids), _ptr(pointers), _ptr(shapes), len(mlp), _ptr(dims),
                                   _ptr(packed), len(conv), _ptr(taps), float(ACT_MAX), bit_depth, _ptr(image))
+        if status == _OUT_OF_MEMORY:
+            raise MemoryError("not enough memory to synthesize the image")
         if status:
             raise ValueError("the synthesis' layer sizes do not match the latent grids")
         return image
