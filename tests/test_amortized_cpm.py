@@ -58,13 +58,18 @@ def test_masked_codes_are_coded_as_their_own_symbol_and_decode_exactly():
     assert np.array_equal(model.decompress(model.compress(image)), model.reconstruct(image))
 
 
-def test_the_heatmap_keeps_ceil_k_y_channels_and_its_gradient_is_the_linear_ramp():
+def test_the_heatmap_keeps_ceil_k_y_channels_and_its_gradient_is_a_ramp_centred_on_each_step():
     model = _model()
-    y = torch.tensor([0.01, 0.25, 0.26, 0.6, 0.999]).reshape(1, 1, 1, 5).requires_grad_()
+    y = torch.tensor([0.01, 0.2, 0.26, 0.6, 0.999]).reshape(1, 1, 1, 5).requires_grad_()
     mask = model.mask(y)  # K = 4
     assert mask[0, :, 0].sum(dim=0).tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
-    mask[0, 2, 0, 3].backward()  # clamp(4 y - 2, 0, 1) at y = 0.6: slope 4
-    assert y.grad[0, 0, 0].tolist() == [0.0, 0.0, 0.0, 4.0, 0.0]
+    (grad,) = torch.autograd.grad(mask[0, 2, 0].sum(), y, retain_graph=True)
+    # clamp((4 y - 2 + 1) / 2, 0, 1): slope 2 for 4 y in (1, 3), masked (y = 0.26) or kept (0.6)
+    assert grad[0, 0, 0].tolist() == [0.0, 0.0, 2.0, 2.0, 0.0]
+    (grad,) = torch.autograd.grad(mask[0, 1, 0, 0], y, retain_graph=True)
+    assert grad[0, 0, 0, 0] == 2.0  # one channel kept: the next one still learns
+    (grad,) = torch.autograd.grad(mask[0, 0, 0].sum(), y, allow_unused=True)
+    assert grad is None or not grad.any()  # channel 0 is always kept
 
 
 def test_quantization_is_the_nearest_centre_forward_and_the_soft_assignment_backward():

@@ -9,7 +9,7 @@ The paper's defining pieces:
   is the centre's index); backward, the soft assignment
   sum_j softmax_j(-sigma (z - c_j)^2) c_j;
 * the heatmap masks channels: with Y = K y, channel k is kept where k < ceil(Y) (forward)
-  and weighted by clamp(Y - k, 0, 1) in the backward pass; masked codes are 0;
+  and weighted by clamp((Y - k + 1) / 2, 0, 1) in the backward pass; masked codes are 0;
 * a 3-D masked-convolution context model ("probability classifier") over the masked code,
   a true 3-D convolution (one kernel for all channels, `ContextConfig.shared`) of 3x3x3
   taps, causal in the channel-major raster order (a code sees all 9 taps of the previous
@@ -126,10 +126,15 @@ class Cpm(nn.Module):
 
     def mask(self, y: torch.Tensor) -> torch.Tensor:
         """Channel mask (B, K, h, w) of a heatmap y (B, 1, h, w) in (0, 1): 1 where
-        k < ceil(K y) forward, gradient of clamp(K y - k, 0, 1) backward."""
+        k < ceil(K y), i.e. K y > k, forward; backward, the gradient of
+        clamp((K y - k + 1) / 2, 0, 1), a ramp centred on channel k's step, so that the first
+        masked channel learns what keeping it would give (channel 0, always kept, passes
+        none). The ramp clamp(K y - k, 0, 1) of the step's kept side alone let a retrain
+        drift to one kept channel of 16, its loss rising (results/amortized/README.md)."""
         k = torch.arange(self.config.code_channels, dtype=y.dtype, device=y.device)[None, :, None, None]
-        soft = torch.clamp(self.config.code_channels * y - k, 0.0, 1.0)
-        return straight_through((soft > 0).to(y.dtype), soft)
+        steps = self.config.code_channels * y - k  # (B, K, h, w)
+        soft = torch.where(k > 0, torch.clamp((steps + 1) / 2, 0.0, 1.0), 1.0)
+        return straight_through((steps > 0).to(y.dtype), soft)
 
     def context_inputs(self, z_hat: torch.Tensor) -> torch.Tensor:
         """The context model's inputs: round(2^INPUT_BITS z_hat), rounding straight-through."""
