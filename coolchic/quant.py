@@ -1,6 +1,7 @@
 """Quantization: latent quantization proxies for training, and integerization of a trained
 model (latents rounded; every layer's weights and biases on a power-of-two step chosen by a
-search of the true rate-distortion cost, including the bits of the weights themselves)."""
+search of the true rate-distortion cost, including the bits of the weights themselves, and
+optionally a greedy refinement of the integer weights on the same cost)."""
 
 from __future__ import annotations
 
@@ -122,9 +123,11 @@ def _downhill(cost: Callable[[int], float], start: int) -> int:
 
 
 class _Search:
-    """Coordinate search of the (w_frac, b_frac) of each module group on the true cost
-    D + lambda * R, D the MSE of the fixed-point reconstruction on [0, 1], R in bits/pixel
-    (latents under the integer ARM plus the coded weights)."""
+    """Search of the weight and bias steps on the true cost D + lambda * R, D the MSE of the
+    fixed-point reconstruction on [0, 1], R in bits/pixel (latents under the integer ARM plus
+    the coded weights): first one (w_frac, b_frac) per module group (ARM, synthesis MLP,
+    residual convolutions), then each layer's own steps from there, then optionally a
+    greedy refinement of the integers themselves."""
 
     def __init__(self, model: CoolChic, image: np.ndarray, bit_depth: int, lmbda: float):
         self.model, self.lmbda, self.bit_depth = model, lmbda, bit_depth
@@ -137,12 +140,12 @@ class _Search:
         )
         shapes = grid_shapes(model.height, model.width, model.config.latents.n_grids)
         self.schedule = make_schedule(shapes, model.config.arm.context)
-        self.fracs = {name: (8, 8) for name in self.float_layers}
-        self._refined: dict[str, tuple[QLayer, ...]] = {}  # groups already refined
+        # the current integer layers of each group; the others' are held here while one
+        # group is searched
+        self.chosen = {name: self.uniform(name, (FRAC_START, FRAC_START)) for name in self.float_layers}
 
-    def layers(self, name: str, fracs: tuple[int, int]) -> tuple[QLayer, ...]:
-        if name in self._refined and fracs == self.fracs[name]:
-            return self._refined[name]
+    def uniform(self, name: str, fracs: tuple[int, int]) -> tuple[QLayer, ...]:
+        """Group `name` quantized with the same (w_frac, b_frac) for every layer."""
         return tuple(quantize_layer(w, b, *fracs) for w, b in self.float_layers[name])
 
     def distortion(self, mlp: tuple[QLayer, ...], residual: tuple[QLayer, ...]) -> float:
@@ -151,25 +154,52 @@ class _Search:
         return float(np.mean((x.astype(np.float64) - self.image) ** 2)) / scale
 
     def cost(self, name: str, fracs: tuple[int, int]) -> float:
-        return self.layers_cost(name, self.layers(name, fracs))
+        return self.layers_cost(name, self.uniform(name, fracs))
 
     def layers_cost(self, name: str, layers: tuple[QLayer, ...]) -> float:
-        """True cost with the integer `layers` for group `name`, the others at their steps."""
+        """True cost with the integer `layers` for group `name`, the others as chosen.
+        (The ARM's cost leaves out the distortion, which it does not change.)"""
         bits = weights_bits(layers)
         if name == "arm":
             bits += latent_bits(self.schedule, list(self.grids), IntegerArm(layers))
             return self.lmbda * bits / self.n_pixels
-        groups = {n: self.layers(n, self.fracs[n]) for n in ("mlp", "residual")}
+        groups = {n: self.chosen[n] for n in ("mlp", "residual")}
         groups[name] = layers
         return self.distortion(groups["mlp"], groups["residual"]) + self.lmbda * bits / self.n_pixels
+
+    def group_steps(self, name: str) -> tuple[QLayer, ...]:
+        """One (w_frac, b_frac) for the whole group: the weights' step first, then the biases'."""
+        best_w = _downhill(lambda f: self.cost(name, (f, f)), FRAC_START)
+        best_b = _downhill(lambda f: self.cost(name, (best_w, f)), best_w)
+        return self.uniform(name, (best_w, best_b))
+
+    def layer_steps(self, name: str) -> tuple[QLayer, ...]:
+        """Each layer's own steps, searched downhill one layer and one tensor at a time from
+        the group's (the chosen layers never cost more than the group's)."""
+        layers = list(self.chosen[name])
+        for i, (w, b) in enumerate(self.float_layers[name]):
+            for which in (0, 1):  # the weight's step, then the bias's
+                def cost(f: int, i: int = i, which: int = which) -> float:
+                    fracs = [layers[i].w_frac, layers[i].b_frac]
+                    fracs[which] = f
+                    trial = list(layers)
+                    trial[i] = quantize_layer(w, b, *fracs)
+                    return self.layers_cost(name, tuple(trial))
+
+                start = (layers[i].w_frac, layers[i].b_frac)[which]
+                best = _downhill(cost, start)
+                if best != start:
+                    fracs = [layers[i].w_frac, layers[i].b_frac]
+                    fracs[which] = best
+                    layers[i] = quantize_layer(w, b, *fracs)
+        return tuple(layers)
 
     def refine(self, name: str, trials: int) -> tuple[QLayer, ...]:
         """Greedy refinement of the rounded integers of group `name` against the true cost:
         the `trials` values whose rounding was the closest call (fractional part nearest
         1/2) are each moved to their other neighbour, and the move is kept when the cost
         falls."""
-        layers = [QLayer(q.weight.copy(), q.bias.copy(), q.w_frac, q.b_frac)
-                  for q in self.layers(name, self.fracs[name])]
+        layers = [QLayer(q.weight.copy(), q.bias.copy(), q.w_frac, q.b_frac) for q in self.chosen[name]]
         candidates = []  # (closeness, layer, "weight"|"bias", flat index, step)
         for i, (w, b) in enumerate(self.float_layers[name]):
             for kind, t, frac in (("weight", w, layers[i].w_frac), ("bias", b, layers[i].b_frac)):
@@ -190,27 +220,26 @@ class _Search:
                 flat[j] = old
         return tuple(layers)
 
-    def run(self, refine_trials: int = 0) -> QuantizedModel:
-        for name in ("arm", "mlp", "residual"):
-            if not self.float_layers[name]:
-                continue
-            best_w = _downhill(lambda f, n=name: self.cost(n, (f, f)), FRAC_START)
-            best_b = _downhill(lambda f, n=name, w=best_w: self.cost(n, (w, f)), best_w)
-            self.fracs[name] = (best_w, best_b)
-        chosen = {n: self.layers(n, self.fracs[n]) for n in ("arm", "mlp", "residual")}
+    def run(self, refine_trials: int = 0, *, per_layer: bool = True) -> QuantizedModel:
+        names = [n for n in ("arm", "mlp", "residual") if self.float_layers[n]]
+        for name in names:
+            self.chosen[name] = self.group_steps(name)
+        if per_layer:
+            for name in names:
+                self.chosen[name] = self.layer_steps(name)
         if refine_trials > 0:  # synthesis first (distortion), then the ARM (rate)
             for name in ("mlp", "residual", "arm"):
                 if self.float_layers[name]:
-                    chosen[name] = self.refine(name, refine_trials)
-                    self._refined[name] = chosen[name]
-        weights = NetworkWeights(chosen["arm"], chosen["mlp"], chosen["residual"])
+                    self.chosen[name] = self.refine(name, refine_trials)
+        weights = NetworkWeights(self.chosen["arm"], self.chosen["mlp"], self.chosen["residual"])
         return QuantizedModel(self.model.config, self.grids, weights)
 
 
 def integerize(model: CoolChic, image: np.ndarray, *, bit_depth: int, lmbda: float,
-               refine_trials: int = 0) -> QuantizedModel:
-    """Round the latents and quantize every layer on its best power-of-two step, then
-    optionally refine the integer weights greedily against the true cost.
+               refine_trials: int = 0, per_layer: bool = True) -> QuantizedModel:
+    """Round the latents and quantize every layer on its best power-of-two step (one per
+    module group, then, with `per_layer`, one per layer and tensor), then optionally refine
+    the integer weights greedily against the true cost.
 
     Args:
         image: the original (H, W, C) integer image, for the distortion term.
@@ -218,4 +247,4 @@ def integerize(model: CoolChic, image: np.ndarray, *, bit_depth: int, lmbda: flo
             tried at their other rounding neighbour; each trial costs one evaluation of
             the true cost (0: no refinement).
     """
-    return _Search(model, image, bit_depth, lmbda).run(refine_trials)
+    return _Search(model, image, bit_depth, lmbda).run(refine_trials, per_layer=per_layer)

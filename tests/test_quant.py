@@ -156,3 +156,27 @@ def test_greedy_weight_refinement_never_raises_the_true_cost():
                   for g in ("arm", "mlp", "residual")
                   for a, b in zip(getattr(plain.weights, g), getattr(refined.weights, g)))
     assert changed <= 3 * 40
+
+
+def test_per_layer_steps_never_raise_the_true_cost():
+    import numpy as np
+
+    from coolchic.config import get_arch
+    from coolchic.presets import get_preset
+    from coolchic.quant import _Search
+    from coolchic.train import overfit
+
+    x = _tiny_image()
+    image = np.round(x[0].permute(1, 2, 0).numpy() * 255).astype(np.int64)
+    model = overfit(x, get_arch("default"), get_preset("quick").scaled_to(40), 1e-3, compile="off")
+    search = _Search(model, image, 8, 1e-3)
+    for name in ("arm", "mlp", "residual"):
+        search.chosen[name] = search.group_steps(name)
+        group_cost = search.layers_cost(name, search.chosen[name])
+        per_layer = search.layer_steps(name)
+        assert search.layers_cost(name, per_layer) <= group_cost
+        # every layer still holds the rounding of its float weights on its own steps
+        for q, (w, b) in zip(per_layer, search.float_layers[name]):
+            assert np.array_equal(q.weight, np.round(w.detach().double().numpy() * 2.0 ** q.w_frac))
+            assert np.array_equal(q.bias, np.round(b.detach().double().numpy() * 2.0 ** q.b_frac))
+        search.chosen[name] = per_layer
