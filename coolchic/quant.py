@@ -179,7 +179,7 @@ class _Search:
         layers = list(self.chosen[name])
         for i, (w, b) in enumerate(self.float_layers[name]):
             for which in (0, 1):  # the weight's step, then the bias's
-                def cost(f: int, i: int = i, which: int = which) -> float:
+                def cost(f: int, i: int = i, which: int = which, w=w, b=b) -> float:
                     fracs = [layers[i].w_frac, layers[i].b_frac]
                     fracs[which] = f
                     trial = list(layers)

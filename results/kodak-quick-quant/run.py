@@ -123,6 +123,7 @@ def _curve(settings: dict[float, dict[str, tuple[float, float]]], n_images: int)
 
 def report(opts) -> None:
     from coolchic.evaluate.bdrate import bd_rate
+    from coolchic.metrics import mean_psnr
 
     found = [json.loads(p.read_text()) for p in sorted((opts.out / "rows").glob("*.json"))]
     images = sorted({r["image"] for r in found})
@@ -132,15 +133,14 @@ def report(opts) -> None:
     train = [r["train_s"] for r in found]
     print(f"training: {np.mean(train):.1f} s per crop on average ({min(train):.1f}-{max(train):.1f})\n")
     curves = {}
-    print("| lambda | arch | " + " | ".join(f"{n}: bpp / PSNR" for n in VARIANTS) + " | J ratios (layer, +refine60) / group |")
+    print("| lambda | arch | " + " | ".join(f"{n}: bpp / PSNR" for n in VARIANTS)
+          + " | J ratios (layer, +refine60) / group |")
     print("| --- | --- | " + " | ".join("---" for _ in VARIANTS) + " | --- |")
     for lm in complete:
         rs = [r for r in found if r["lmbda"] == lm]
         cells, costs = [], {}
         for n in VARIANTS:
             bpp = np.mean([r[n]["bpp"] for r in rs])
-            from coolchic.metrics import mean_psnr
-
             psnr = mean_psnr([r[n]["psnr_db"] for r in rs])
             cells.append(f"{bpp:.4f} / {psnr:.2f} dB")
             # true RD cost per image (MSE on [0, 1] + lambda bpp), averaged
@@ -153,13 +153,14 @@ def report(opts) -> None:
     if len(complete) < 2:
         return
     anchors = _anchor_rows(HERE.parent / "kodak-quick" / "per_image.tsv")
-    print("\n| integerization | " + " | ".join(ANCHORS) + " |\n| --- | " + " | ".join("---:" for _ in ANCHORS) + " |")
+    print("\n| integerization | " + " | ".join(ANCHORS) + " |")
+    print("| --- | " + " | ".join("---:" for _ in ANCHORS) + " |")
     for n in VARIANTS:
         ours = _curve(curves[n], len(images))
         cells = []
         for a in ANCHORS:
-            ref = _curve({s: {i: v for i, v in imgs.items() if i in images} for s, imgs in anchors[a].items()},
-                         len(images))
+            same = {s: {i: v for i, v in imgs.items() if i in images} for s, imgs in anchors[a].items()}
+            ref = _curve(same, len(images))
             r = bd_rate(ref[:, 0], ref[:, 1], ours[:, 0], ours[:, 1])
             cells.append(f"{r.value:+.2f} %")
         print(f"| {n} | " + " | ".join(cells) + " |")
