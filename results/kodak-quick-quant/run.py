@@ -39,7 +39,7 @@ VARIANTS = {"group": (False, 0), "layer": (True, 0), "layer+refine60": (True, 60
 ANCHORS = ("hevc444", "avif444", "jpeg2000", "webp", "jxl")
 
 
-def encode_variants(image, lmbda: float) -> dict:
+def encode_variants(image, lmbda: float, save: Path | None = None) -> dict:
     import torch
 
     from coolchic.bitstream import CodecId, Header, write_bitstream
@@ -58,6 +58,9 @@ def encode_variants(image, lmbda: float) -> dict:
     start = time.perf_counter()
     model = overfit(x, effective_config(get_arch(arch), h, w), get_preset("quick"), lmbda, seed=0, threads=1)
     row = {"image": image.name, "lmbda": lmbda, "arch": arch, "train_s": time.perf_counter() - start}
+    if save is not None:  # the float model, to try other integerizations without training
+        save.mkdir(parents=True, exist_ok=True)
+        torch.save(model, save / f"{image.name}@{lmbda:g}.pt")
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=depth)
     for name, (per_layer, trials) in VARIANTS.items():
         start = time.perf_counter()
@@ -84,7 +87,7 @@ def run(opts) -> None:
         target = rows / f"{path.stem}@{lmbda:g}.json"
         if k % count != index - 1 or target.exists():
             continue
-        row = encode_variants(load_image(path, crop=256), lmbda)
+        row = encode_variants(load_image(path, crop=256), lmbda, opts.save_models)
         row["machine"] = f"{platform.processor() or platform.machine()} {_cpu()}"
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(row, indent=1))
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, default=HERE)
     parser.add_argument("--shard", default="1/1", help="i/n: run every n-th job from the i-th")
     parser.add_argument("--report", action="store_true", help="summarize the rows found")
+    parser.add_argument("--save-models", type=Path, help="keep each trained float model here")
     opts = parser.parse_args()
     report(opts) if opts.report else run(opts)
 
