@@ -105,15 +105,14 @@ def _cpu() -> str:
 
 
 def _anchor_rows(path: Path) -> dict[str, dict[float, dict[str, tuple[float, float]]]]:
-    """codec -> setting -> image -> (bpp, psnr_db), from a per_image.tsv."""
-    out: dict = {}
-    for line in path.read_text().splitlines():
-        if line.startswith(("#", "codec\t")):
-            continue
-        f = line.split("\t")
-        setting = f[4] if f[4] != "-" else f[5]
-        out.setdefault(f[0], {}).setdefault(float(setting), {})[f[1]] = (float(f[7]), float(f[8]))
-    return out
+    """codec -> setting -> image -> (bpp, psnr_db), read by ../kodak-quick-arch/bdrate_auto.py."""
+    import importlib.util
+
+    source = HERE.parent / "kodak-quick-arch" / "bdrate_auto.py"
+    spec = importlib.util.spec_from_file_location("bdrate_auto", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.rows(path)
 
 
 def _curve(settings: dict[float, dict[str, tuple[float, float]]], n_images: int) -> np.ndarray:
