@@ -175,7 +175,7 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
     from coolchic.model.coolchic import CoolChic
     from coolchic.model.fused import arm_rate, synthesis_mse, upsample_stack
     from coolchic.quant import make_quantizer
-    from coolchic.train import adam, training_kernels
+    from coolchic.train import adam, training_kernels, training_threads
 
     h, w = size
     torch.manual_seed(0)
@@ -200,7 +200,8 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         optimizer.step()
         sync()
 
-    total, total_cpu = _time(step, opts.steps, cpu=True)
+    with training_threads(opts.threads, kernels):
+        total, total_cpu = _time(step, opts.steps, cpu=True)
     q = [y.detach() + 0.1 for y in model.latents]
     for t in q:
         t.requires_grad_()
@@ -228,9 +229,10 @@ def bench_train(size: tuple[int, int], arch: str, opts) -> dict:
         synthesis_mse(finest, coarser, image, mlp, convs, kernels=kernels).backward()
         sync()
 
-    split = {"quantizer": _time(quantize, opts.steps), "arm_rate": _time(arm, opts.steps),
-             "upsampling": _time(up, opts.steps), "synthesis_mse": _time(syn, opts.steps),
-             "optimizer": _time(optimizer.step, opts.steps)}
+    with training_threads(opts.threads, kernels):
+        split = {"quantizer": _time(quantize, opts.steps), "arm_rate": _time(arm, opts.steps),
+                 "upsampling": _time(up, opts.steps), "synthesis_mse": _time(syn, opts.steps),
+                 "optimizer": _time(optimizer.step, opts.steps)}
     name = "native" if kernels.native is not None else "torch"
     print(f"train   {arch:8s} {w}x{h}: {total:.1f} ms/iter, CPU {total_cpu:.1f} ms ({name} kernels); "
           "fwd+bwd split (ms) "
@@ -245,7 +247,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed decodes after the warm-up")
     parser.add_argument("--iterations", type=int, default=50, help="training iterations per bitstream")
     parser.add_argument("--steps", type=int, default=10, help="timed training iterations")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (training default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="training threads, as `coolchic encode --threads` (default: the "
+                             "machine's cores, at most 4; decoding always runs on one)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                         help="training kernels, as `coolchic encode --compile` (off: torch)")
@@ -273,13 +277,17 @@ def main() -> None:
     from coolchic.config import ARCHS
     from coolchic.native_decoder import unavailable_reason
 
-    torch.set_num_threads(opts.threads)
+    from coolchic.model.native import kernel_threads
+
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    train_threads = kernel_threads(torch.get_num_threads())
     load_start = _load()
     f32 = matmul_gflops(torch.float32)
     f64 = matmul_gflops(torch.float64)
     machine = (f"{_cpu_model()}; {os.cpu_count()} cores; torch {torch.__version__}; "
                f"numpy {np.__version__}; Python {platform.python_version()}; "
-               f"intra-op threads {opts.threads}; device {opts.device}")
+               f"training threads {train_threads}; device {opts.device}")
     print(f"machine: {machine}\nload average at start: {load_start}\n"
           f"matmul throughput: float32 {f32:.0f} GFLOP/s, float64 {f64:.0f} GFLOP/s", flush=True)
     rows = []

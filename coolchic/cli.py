@@ -77,7 +77,9 @@ def encode(
     arch: Annotated[str, typer.Option(
         help="Decoder configuration: default (682 MAC/px), mid (490), lite (353), or auto "
              "(lite where its smaller weights pay: small images at large lambda).")] = "auto",
-    threads: Annotated[int, typer.Option(help="Training threads (1 is fastest on a busy machine).")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="Training threads [default: this machine's cores, at most 4]; the native kernels "
+             "give the same bitstream for any count.", show_default=False)] = None,
     compile: Annotated[str, typer.Option(
         help="Compiled training kernels (native C++ on the CPU): auto, on, off.")] = "auto",
     codec: Annotated[str, typer.Option(
@@ -153,7 +155,7 @@ def encode(
 
 
 def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float | None,
-                      checkpoint: Path | None, threads: int, others: dict) -> None:
+                      checkpoint: Path | None, threads: int | None, others: dict) -> None:
     """`encode --codec NAME` for the amortized codecs: one library call, one summary line."""
     from coolchic.amortized.api import encode as encode_amortized
     from coolchic.amortized.api import image_codecs
@@ -164,11 +166,12 @@ def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float |
     given = [name for name, value in others.items() if value is not None]
     if given:
         fail(f"{', '.join(given)} only apply to the coolchic codec, not to {codec}")
-    if threads < 1:
+    if threads is not None and threads < 1:
         fail("--threads must be >= 1")
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     result = encode_amortized(image, codec=codec, quality=quality, checkpoint=checkpoint)
     atomic_write_bytes(output, result.data)
     r = result.report

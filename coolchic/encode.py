@@ -100,7 +100,7 @@ def encode(
     seed: int = 0,
     arch: str | None = None,
     callback: ProgressCallback | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     compile: CompileMode = "auto",
 ) -> EncodeResult:
     """Encode an image (array or path) at rate-distortion trade-off `lmbda`.
@@ -113,8 +113,9 @@ def encode(
         arch: decoder configuration name (coolchic.config.ARCHS), or "auto" (None): the
             one `coolchic.config.auto_arch` picks for this image size and lambda.
         callback: called after every training iteration with a Progress record.
-        threads: torch threads for training (1 is fastest unless the machine is idle;
-            None keeps torch's setting).
+        threads: training threads (None: this machine's cores, or OMP_NUM_THREADS; at
+            most 4); the native kernels give the same bitstream for any count. See
+            `coolchic.train.overfit`.
         compile: compiled training kernels: "auto" or "on" (native C++ kernels on the
             CPU, built with the system compiler; else torch.compile), or "off".
     """

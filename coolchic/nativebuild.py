@@ -59,7 +59,7 @@ def _build(cxx: str, source: Path, flags: Sequence[str], out: Path) -> None:
         obj, lib = Path(tmp) / f"{source.stem}.o", Path(tmp) / out.name
         run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=300)
         run([cxx, *flags, "-c", str(source), "-o", str(obj)])
-        run([cxx, "-shared", str(obj), "-o", str(lib)])
+        run([cxx, "-shared", "-pthread", str(obj), "-o", str(lib)])
         os.replace(lib, out)
 
 

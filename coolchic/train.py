@@ -120,13 +120,20 @@ def adam(groups: list[dict]) -> torch.optim.Adam:
 
 
 @contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads (None: leave torch's setting), then restore."""
+def training_threads(threads: int | None, kernels: Kernels) -> Iterator[None]:
+    """Run with `threads` threads (None: torch's intra-op setting, i.e. this machine's
+    cores or OMP_NUM_THREADS) in the native kernels, torch kept to one intra-op thread
+    beside them; with the torch kernels, `threads` intra-op threads (None: 1). Restores
+    torch's setting afterwards."""
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if kernels.native is not None:
+        torch_threads, native_threads = 1, before if threads is None else threads
+    else:
+        torch_threads, native_threads = threads or 1, 1
+    torch.set_num_threads(torch_threads)
     try:
-        yield
+        with native.threads(native_threads):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -140,18 +147,20 @@ def overfit(
     seed: int = 0,
     device: str = "cpu",
     callback: ProgressCallback | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     compile: CompileMode = "auto",
 ) -> CoolChic:
     """Train a model of `image` ((1, C, H, W) float in [0, 1]) and return the state with the
     lowest true RD cost (latents rounded) seen at the evaluation points.
 
     Args:
-        threads: intra-op threads while training (None: torch's setting). The training
-            step is many small operations on cache-sized bands: on the reference 2-core
-            CPU two threads were 20% faster when the machine was idle and 4x to 100x slower
-            when another process kept a core busy (OpenMP workers waiting for a core), so
-            the default is 1.
+        threads: threads of the native training kernels (None: torch's intra-op
+            setting, i.e. this machine's cores or OMP_NUM_THREADS; at most 4). They split
+            their work into fixed parts, so the result does not depend on it; torch runs
+            on one thread beside them. With the torch kernels (no compiler, "off",
+            CUDA): torch's intra-op threads (None: 1; on the reference 2-core CPU two
+            threads were 20% faster when the machine was idle and 4x to 100x slower
+            when another process kept a core busy: OpenMP workers waiting for a core).
         compile: compiled training kernels: "auto" and "on" use the native (C++) kernels
             on the CPU, built with the system compiler, else torch.compile of the ARM's
             band kernel ("auto": only when the run is long enough to pay for it); "off"
@@ -160,9 +169,9 @@ def overfit(
     torch.manual_seed(seed)
     _, c, h, w = image.shape
     image = image.to(device)
-    with _intra_op_threads(threads):
-        model = CoolChic(config, h, w, c).to(device)
-        kernels = training_kernels(compile, model, preset.iterations, device)
+    model = CoolChic(config, h, w, c).to(device)
+    kernels = training_kernels(compile, model, preset.iterations, device)
+    with training_threads(threads, kernels):
         run = _Run(image, lmbda, kernels, callback, preset.iterations)
         if preset.warmup_iterations:
             model = _warm_up(model, run, preset, seed=seed)

@@ -83,6 +83,23 @@ def test_native_kernels_give_the_same_bits_on_every_call():
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
 
 
+@pytest.mark.parametrize("size", [(3, 5), (33, 47), (70, 45)])
+def test_native_kernels_give_the_same_bits_on_any_thread_count(size):
+    kernels = _native_or_skip()
+    # default arch (2 convolutions: halo rows shared by the parts) and 3 rows (fewer rows
+    # than parts); float32, where a change in the order of additions would show
+    model, image, noise = _random_model(get_arch("default"), *size, seed=5, dtype=torch.float32)
+    params = list(model.parameters())
+    runs = []
+    for threads in (1, 2, 3, 4, 8):
+        with native.threads(threads):
+            loss = _fused_loss(model, image, noise, 1e-3, kernels)[2]
+            runs.append((loss.detach(), *torch.autograd.grad(loss, params)))
+    assert all(float(g.abs().sum()) > 0 for g in runs[0][1:])  # every gradient reached
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("path", ["native", "torch"])
 def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_noise(dtype, path,

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -265,20 +266,54 @@ double laplace(const T* __restrict y, const T* __restrict valid, const T* __rest
   return bits;
 }
 
+// Work is split into PARTS fixed pieces (ARM positions, synthesis rows), each with its own
+// accumulators, summed in part order at the end: the result depends on the pieces, never
+// on how many threads ran them (determinism across thread counts). threads <= PARTS.
+constexpr int PARTS = 4;
+
+// f(k) for k = 0 .. parts - 1 on `threads` threads (thread t runs k = t, t + threads, ...).
+// Threads are joined, never spun on: a busy core delays a step, it does not stall it.
+template <typename F>
+void run_parts(int parts, int threads, F f) {
+  threads = std::max(1, std::min(threads, parts));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t)
+    pool.emplace_back([&f, t, parts, threads] {
+      for (int k = t; k < parts; k += threads) f(k);
+    });
+  for (int k = 0; k < parts; k += threads) f(k);
+  for (auto& th : pool) th.join();
+}
+
+// One part of the ARM rate: positions lo .. hi - 1 (lo a block boundary). Context
+// gradients that land below `spill_from` (the previous part's positions) go to `spill`,
+// which holds positions spill_from + min_off .. spill_from - 1, instead of grad_canvas.
 template <typename T>
-double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets,
-                int n_layers, const int64_t* widths, const T* params, T ls_min, T ls_max, T min_prob,
-                T* grad_canvas, double* grad_params) {
-  const Mlp<T> net(n_layers, widths, params);
-  const int context = widths[0];
+struct ArmPart {
+  double total = 0;
+  std::vector<double> grad_params;
+  std::vector<T> spill;
+};
+
+template <typename T>
+void arm_rate_part(const T* canvas, const T* valid, int64_t lo, int64_t hi, const int64_t* offsets,
+                   const Mlp<T>& net, T ls_min, T ls_max, T min_prob, T* grad_canvas,
+                   int64_t spill_from, int64_t min_off, ArmPart<T>& part) {
+  const int context = net.widths[0];
+  const int n_layers = net.n_layers;
   const bool grads = grad_canvas != nullptr;
   Trainer<T> tr(net, grads);
+  if (grads) {
+    part.grad_params.assign(net.size, 0.0);
+    part.spill.assign(-min_off, T(0));
+  }
+  double* gp = part.grad_params.data();
+  T* spill = part.spill.data() - (spill_from + min_off);  // spill[i] for position i
   alignas(64) T y[L], v[L];
   double total = 0;
-  const int64_t stop = start + n;
   int b = 0;  // blocks of the current chunk
-  for (int64_t p = start; p < stop; p += L) {
-    const int cnt = static_cast<int>(std::min<int64_t>(L, stop - p));
+  for (int64_t p = lo; p < hi; p += L) {
+    const int cnt = static_cast<int>(std::min<int64_t>(L, hi - p));
     bool any = false;  // blocks of padding only (12% at 768x512) add nothing: skip them
     for (int lane = 0; lane < cnt; ++lane) any |= valid[p + lane] != T(0);
     if (!any) continue;
@@ -309,16 +344,69 @@ double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const
     for_lanes(cnt, [&](int lane) { gy[lane] -= g_out[lane]; });  // -d bits / d mu
     const T* gx = lanes<T>(tr.backward(b));
     for (int c = 0; c < context; ++c) {  // contexts were shifted reads: add back shifted
-      T* dst = grad_canvas + p + offsets[c];
-      for_lanes(cnt, [&](int lane) { dst[lane] += gx[c * L + lane]; });
+      const int64_t q = p + offsets[c];
+      const T* g = gx + c * L;
+      if (q >= spill_from) {
+        T* dst = grad_canvas + q;
+        for_lanes(cnt, [&](int lane) { dst[lane] += g[lane]; });
+      } else {
+        for_lanes(cnt, [&](int lane) { (q + lane < spill_from ? spill : grad_canvas)[q + lane] += g[lane]; });
+      }
     }
     if (++b == Trainer<T>::CHUNK) {
-      tr.end_chunk(b, grad_params);
+      tr.end_chunk(b, gp);
       b = 0;
     }
   }
-  if (b) tr.end_chunk(b, grad_params);
-  if (grads) tr.flush(grad_params);
+  if (b) tr.end_chunk(b, gp);
+  if (grads) tr.flush(gp);
+  part.total = total;
+}
+
+template <typename T>
+double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets,
+                int n_layers, const int64_t* widths, const T* params, T ls_min, T ls_max, T min_prob,
+                T* grad_canvas, double* grad_params, int threads) {
+  const Mlp<T> net(n_layers, widths, params);
+  const int64_t stop = start + n;
+  int64_t min_off = 0;
+  for (int c = 0; c < widths[0]; ++c) min_off = std::min(min_off, offsets[c]);
+  // cut where the count of latents (valid positions) reaches k / PARTS of the total, on
+  // block boundaries; contexts are causal (all offsets < 0), so a part only reads and
+  // writes positions before its own or in them
+  const int64_t blocks = (n + L - 1) / L;
+  std::vector<int64_t> per_block(blocks);
+  int64_t latents = 0;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t p = start + blk * L, e = std::min(stop, p + L);
+    int64_t cnt = 0;
+    for (int64_t i = p; i < e; ++i) cnt += valid[i] != T(0);
+    per_block[blk] = cnt;
+    latents += cnt;
+  }
+  std::vector<int64_t> cut{start};
+  int64_t seen = 0;
+  for (int64_t blk = 0; blk < blocks && int(cut.size()) < PARTS; ++blk) {
+    seen += per_block[blk];
+    if (seen * PARTS >= latents * int64_t(cut.size()) && blk + 1 < blocks) cut.push_back(start + (blk + 1) * L);
+  }
+  cut.push_back(stop);
+  const int parts = int(cut.size()) - 1;
+  std::vector<ArmPart<T>> out(parts);
+  run_parts(parts, threads, [&](int k) {
+    arm_rate_part(canvas, valid, cut[k], cut[k + 1], offsets, net, ls_min, ls_max, min_prob,
+                  grad_canvas, k == 0 ? std::numeric_limits<int64_t>::min() / 2 : cut[k],
+                  min_off, out[k]);
+  });
+  double total = 0;
+  for (int k = 0; k < parts; ++k) {
+    total += out[k].total;
+    if (!grad_canvas) continue;
+    for (int64_t j = 0; j < net.size; ++j) grad_params[j] += out[k].grad_params[j];
+    if (k == 0) continue;
+    T* dst = grad_canvas + cut[k] + min_off;
+    for (int64_t i = 0; i < -min_off; ++i) dst[i] += out[k].spill[i];
+  }
   return total;
 }
 
@@ -474,16 +562,26 @@ struct Synthesis {
     }
   }
 
-  // the inputs' gradient of pixels (r, c0 ..) into grad_finest and grad_coarser
-  void scatter_inputs(const T* gx, int64_t r, int64_t c0, int cnt) const {
-    T* f = grad_finest + r * W + c0;
+  // Where a part adds the inputs' gradient of each row: grad_finest's and grad_coarser's
+  // own rows, or the part's spill rows for rows that other parts touch as well.
+  struct Part {
+    std::vector<T*> finest_row, coarser_row;  // per row of finest (H) and of coarser (K hc)
+    std::vector<T> spill;
+    std::vector<std::pair<T*, T*>> spilled;  // (output row, spill row) pairs, W each
+    double total = 0;
+    std::vector<double> grad_mlp, grad_conv;
+  };
+
+  // the inputs' gradient of pixels (r, c0 ..) into the part's rows
+  void scatter_inputs(const Part& part, const T* gx, int64_t r, int64_t c0, int cnt) const {
+    T* f = part.finest_row[r] + c0;
     for_lanes(cnt, [&](int lane) { f[lane] += gx[lane]; });
     if (K == 0) return;
     const Upsample up(r, hc);
     for (int64_t k = 0; k < K; ++k) {
       const T* g = gx + (k + 1) * L;
       for (int t = 0; t < 4; ++t) {
-        T* dst = grad_coarser + (k * hc + up.rows[t]) * W + c0;
+        T* dst = part.coarser_row[k * hc + up.rows[t]] + c0;
         const T tap = up.taps[t];
         for_lanes(cnt, [&](int lane) { dst[lane] += tap * g[lane]; });
       }
@@ -500,7 +598,8 @@ struct Synthesis {
       }
   }
 
-  double run(int64_t band_rows) {
+  // rows lo .. hi - 1 of the image, in bands of band_rows
+  void run_part(int64_t lo_row, int64_t hi_row, int64_t band_rows, Part& part) const {
     const bool grads = grad_finest != nullptr;
     const int64_t max_rows = std::min(H, band_rows + 2 * n_conv);
     const int64_t plane = max_rows * rs();
@@ -509,10 +608,12 @@ struct Synthesis {
     Trainer<T> tr(mlp, grads);
     std::vector<Reg<T>> conv_acc(grads ? n_conv * NC * (9 * NC + 1) : 0);
     std::vector<T> gz(NC * (rs() + 4));  // zero-padded gradient rows, see ConvRow::backward
+    if (grads) part.grad_mlp.assign(mlp.size, 0.0);
     double total = 0;
+    double* grad_mlp = part.grad_mlp.data();
     const int64_t last = mlp.n_layers;
-    for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
-      const int64_t r1 = std::min(H, r0 + band_rows);
+    for (int64_t r0 = lo_row; r0 < hi_row; r0 += band_rows) {
+      const int64_t r1 = std::min(hi_row, r0 + band_rows);
       const int64_t a = std::max<int64_t>(0, r0 - n_conv), b = std::min(H, r1 + n_conv);
       const int64_t rows = b - a;  // buffer row i holds image row a + i
       auto zat = [&](int j, int64_t ch, int64_t r) { return zbuf.data() + (j * C + ch) * plane + (r - a) * rs(); };
@@ -617,7 +718,7 @@ struct Synthesis {
             T* dst = lanes<T>(tr.grad(nb, last - 1)) + ch * L;
             for (int lane = 0; lane < L; ++lane) dst[lane] = lane < cnt ? src[lane] : T(0);
           }
-          scatter_inputs(lanes<T>(tr.backward(nb)), r, c0, cnt);
+          scatter_inputs(part, lanes<T>(tr.backward(nb)), r, c0, cnt);
           if (++nb == Trainer<T>::CHUNK) {
             tr.end_chunk(nb, grad_mlp);
             nb = 0;
@@ -625,10 +726,72 @@ struct Synthesis {
         }
       if (nb) tr.end_chunk(nb, grad_mlp);
     }
+    part.total = total;
     if (grads) {
       tr.flush(grad_mlp);
+      part.grad_conv.assign(conv_acc.size(), 0.0);
       for (size_t k = 0; k < conv_acc.size(); ++k)
-        for (int lane = 0; lane < VL; ++lane) grad_conv[k] += conv_acc[k][lane];
+        for (int lane = 0; lane < VL; ++lane) part.grad_conv[k] += conv_acc[k][lane];
+    }
+  }
+
+  // The rows (of finest, 0 .. H - 1, and of coarser, H + k hc + row) whose inputs a part
+  // of image rows lo .. hi - 1 reads: its bands' rows with the convolutions' halo.
+  void touched(int64_t lo, int64_t hi, std::vector<int64_t>& rows) const {
+    rows.clear();
+    const int64_t a = std::max<int64_t>(0, lo - n_conv), b = std::min(H, hi + n_conv);
+    for (int64_t r = a; r < b; ++r) rows.push_back(r);
+    if (K == 0) return;
+    const int64_t c_lo = Upsample(a, hc).rows[0], c_hi = Upsample(b - 1, hc).rows[3];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = c_lo; r <= c_hi; ++r) rows.push_back(H + k * hc + r);
+  }
+
+  // image rows split in up to PARTS parts, run on `threads` threads
+  double run(int64_t band_rows, int threads) {
+    const bool grads = grad_finest != nullptr;
+    const int parts = static_cast<int>(std::min<int64_t>(PARTS, H));
+    std::vector<int64_t> cut(parts + 1);
+    for (int k = 0; k <= parts; ++k) cut[k] = H * k / parts;
+    std::vector<Part> part(parts);
+    if (grads) {  // rows read by several parts: the first writes them, the others spill
+      std::vector<int> owner(H + K * hc, -1);
+      std::vector<int64_t> rows;
+      for (int k = 0; k < parts; ++k) {
+        Part& p = part[k];
+        p.finest_row.resize(H);
+        p.coarser_row.resize(K * hc);
+        touched(cut[k], cut[k + 1], rows);
+        int64_t n_spill = 0;
+        for (int64_t r : rows) n_spill += owner[r] >= 0;
+        p.spill.assign(n_spill * W, T(0));
+        int64_t s = 0;
+        for (int64_t r : rows) {
+          T* own = r < H ? grad_finest + r * W : grad_coarser + (r - H) * W;
+          T* dst = own;
+          if (owner[r] >= 0) {
+            dst = p.spill.data() + (s++) * W;
+            p.spilled.emplace_back(own, dst);
+          } else {
+            owner[r] = k;
+          }
+          (r < H ? p.finest_row[r] : p.coarser_row[r - H]) = dst;
+        }
+      }
+    }
+    // bands of at most band_rows, evened out within a part
+    run_parts(parts, threads, [&](int k) {
+      const int64_t n = cut[k + 1] - cut[k], bands = std::max<int64_t>(1, (n + band_rows - 1) / band_rows);
+      run_part(cut[k], cut[k + 1], (n + bands - 1) / bands, part[k]);
+    });
+    double total = 0;
+    for (const Part& p : part) {
+      total += p.total;
+      if (!grads) continue;
+      for (size_t j = 0; j < p.grad_mlp.size(); ++j) grad_mlp[j] += p.grad_mlp[j];
+      for (size_t j = 0; j < p.grad_conv.size(); ++j) grad_conv[j] += p.grad_conv[j];
+      for (const auto& [own, sp] : p.spilled)
+        for (int64_t c = 0; c < W; ++c) own[c] += sp[c];
     }
     return total;
   }
@@ -638,13 +801,14 @@ template <typename T>
 double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, const T* image,
                      int64_t C, int64_t H, int64_t W, int n_mlp, const int64_t* widths,
                      const T* mlp_params, int n_conv, const T* conv_params, int64_t band_rows,
-                     T* grad_finest, T* grad_coarser, double* grad_mlp, double* grad_conv) {
+                     T* grad_finest, T* grad_coarser, double* grad_mlp, double* grad_conv,
+                     int threads) {
   auto run = [&](auto nc) {
     Synthesis<T, decltype(nc)::value> s{finest, coarser, K, hc, image, C, H, W,
                                         Mlp<T>(n_mlp, widths, mlp_params), n_conv, conv_params,
                                         T(2.0 / double(C * H * W)), grad_finest, grad_coarser,
                                         grad_mlp, grad_conv};
-    return s.run(band_rows);
+    return s.run(band_rows, threads);
   };
   switch (C) {
     case 1: return run(std::integral_constant<int, 1>{});
@@ -798,14 +962,14 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
 
 extern "C" {
 
-int coolchic_kernels_version() { return 1; }
+int coolchic_kernels_version() { return 2; }
 
 #define ARM_RATE(NAME, T)                                                                      \
   double NAME(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets, \
               int n_layers, const int64_t* widths, const T* params, double ls_min, double ls_max, \
-              double min_prob, T* grad_canvas, double* grad_params) {                          \
+              double min_prob, T* grad_canvas, double* grad_params, int threads) {             \
     return arm_rate<T>(canvas, valid, start, n, offsets, n_layers, widths, params, T(ls_min),   \
-                       T(ls_max), T(min_prob), grad_canvas, grad_params);                      \
+                       T(ls_max), T(min_prob), grad_canvas, grad_params, threads);             \
   }
 ARM_RATE(coolchic_arm_rate_f32, float)
 ARM_RATE(coolchic_arm_rate_f64, double)
@@ -814,10 +978,10 @@ ARM_RATE(coolchic_arm_rate_f64, double)
   double NAME(const T* finest, const T* coarser, int64_t K, int64_t hc, const T* image, int64_t C, \
               int64_t H, int64_t W, int n_mlp, const int64_t* widths, const T* mlp_params,      \
               int n_conv, const T* conv_params, int64_t band_rows, T* grad_finest,              \
-              T* grad_coarser, double* grad_mlp, double* grad_conv) {                           \
+              T* grad_coarser, double* grad_mlp, double* grad_conv, int threads) {              \
     return synthesis_mse<T>(finest, coarser, K, hc, image, C, H, W, n_mlp, widths, mlp_params,  \
                             n_conv, conv_params, band_rows, grad_finest, grad_coarser,          \
-                            grad_mlp, grad_conv);                                               \
+                            grad_mlp, grad_conv, threads);                                      \
   }
 SYNTHESIS_MSE(coolchic_synthesis_mse_f32, float)
 SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)
@@ -835,10 +999,16 @@ SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)
 UPSAMPLE_STACK(coolchic_upsample_stack_f32, float)
 UPSAMPLE_STACK(coolchic_upsample_stack_f64, double)
 
+// element by element: split in `threads` slices (of at least 2^15 values), same bits
 #define SOFT_ROUND_NOISE(NAME, T)                                                             \
   void NAME(const T* y, const T* u, int64_t size, double temperature, double shape_a,        \
-            double shape_b, T* q, T* dq) {                                                    \
-    soft_round_noise<T>(y, u, size, T(temperature), T(shape_a), T(shape_b), q, dq);           \
+            double shape_b, T* q, T* dq, int threads) {                                       \
+    const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, size >> 15))); \
+    run_parts(n, n, [&](int k) {                                                              \
+      const int64_t lo = size * k / n, hi = size * (k + 1) / n;                               \
+      soft_round_noise<T>(y + lo, u + lo, hi - lo, T(temperature), T(shape_a), T(shape_b),    \
+                          q + lo, dq + lo);                                                   \
+    });                                                                                       \
   }
 SOFT_ROUND_NOISE(coolchic_soft_round_noise_f32, float)
 SOFT_ROUND_NOISE(coolchic_soft_round_noise_f64, double)

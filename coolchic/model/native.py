@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,12 +24,35 @@ import torch
 from coolchic import nativebuild
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
-VERSION = 1  # coolchic_kernels_version() of SOURCE
-_COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math")
+VERSION = 2  # coolchic_kernels_version() of SOURCE
+_COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math", "-pthread")
 # tried in order: tuned for this CPU, then portable
 FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 MAX_CHANNELS = 4  # image channels the native synthesis handles
+
+
+PARTS = 4  # PARTS of kernels.cpp: the most threads a kernel call uses
+_threads = 1  # threads of kernel calls that name none; see `threads`
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the kernel calls inside on `n` threads (at most PARTS), then restore. The
+    kernels split their work into PARTS fixed parts summed in a fixed order, so the
+    results are the same bits whatever the thread count. The threads are joined, not
+    spun on: with another process on a core, 2 threads cost about what 1 does."""
+    global _threads
+    before, _threads = _threads, max(1, min(PARTS, int(n)))
+    try:
+        yield
+    finally:
+        _threads = before
+
+
+def kernel_threads(n: int | None = None) -> int:
+    """Threads of a kernel call: `n`, else the setting of `threads` (1 outside it)."""
+    return _threads if n is None else max(1, min(PARTS, n))
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -40,10 +65,11 @@ class Library:
 
     def __init__(self, cdll: ctypes.CDLL):
         self._cdll = cdll
-        arm = [_PTR, _PTR, _I64, _I64, _PTR, ctypes.c_int, _PTR, _PTR, _F64, _F64, _F64, _PTR, _PTR]
+        arm = [_PTR, _PTR, _I64, _I64, _PTR, ctypes.c_int, _PTR, _PTR, _F64, _F64, _F64, _PTR, _PTR,
+               ctypes.c_int]
         syn = [_PTR, _PTR, _I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int, _PTR, _PTR,
-               ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
-        soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR]
+               ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, ctypes.c_int]
+        soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR, ctypes.c_int]
         up = [ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
         for suffix in ("f32", "f64"):
             for name, args, result in (("arm_rate", arm, _F64), ("synthesis_mse", syn, _F64),
@@ -61,29 +87,33 @@ class Library:
     def arm_rate(self, canvas: torch.Tensor, valid: torch.Tensor, start: int, n: int,
                  offsets: list[int], widths: list[int], params: torch.Tensor,
                  log_scale_range: tuple[float, float], min_prob: float,
-                 grad_canvas: torch.Tensor | None, grad_params: torch.Tensor | None) -> float:
+                 grad_canvas: torch.Tensor | None, grad_params: torch.Tensor | None,
+                 threads: int | None = None) -> float:
         """Bits of the latents at flat positions start .. start + n - 1 of `canvas` (context
         at the flat `offsets`, `valid` 1.0 on latents); adds the gradients to `grad_canvas`
-        and `grad_params` (packed as `params`: each layer's weight then bias) unless None."""
+        and `grad_params` (packed as `params`: each layer's weight then bias) unless None.
+        The result does not depend on `threads` (see `kernel_threads`)."""
         offs = torch.tensor(offsets, dtype=torch.int64)
         wid = torch.tensor(widths, dtype=torch.int64)
         return self._fn("arm_rate", canvas.dtype)(
             _ptr(canvas), _ptr(valid), start, n, _ptr(offs), len(widths) - 1, _ptr(wid),
-            _ptr(params), *log_scale_range, min_prob, _ptr(grad_canvas), _ptr(grad_params))
+            _ptr(params), *log_scale_range, min_prob, _ptr(grad_canvas), _ptr(grad_params),
+            kernel_threads(threads))
 
     def synthesis_mse(self, finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                       widths: list[int], mlp: torch.Tensor, n_conv: int, conv: torch.Tensor,
-                      band_rows: int, grads: tuple | None) -> float:
+                      band_rows: int, grads: tuple | None, threads: int | None = None) -> float:
         """Sum of squared errors of the synthesis (see ``fused.synthesis_mse``); `mlp` and
         `conv` pack each layer's weight then bias; `grads` = (finest's, coarser's, mlp's,
-        conv's) receive the gradients of the mean squared error, or None."""
+        conv's) receive the gradients of the mean squared error, or None. The result does
+        not depend on `threads` (see `kernel_threads`)."""
         _, c, h, w = image.shape
         k, hc = (0, 1) if coarser is None else coarser.shape[1:3]
         wid = torch.tensor(widths, dtype=torch.int64)
         g = (None,) * 4 if grads is None else grads
         return self._fn("synthesis_mse", finest.dtype)(
             _ptr(finest), _ptr(coarser), k, hc, _ptr(image), c, h, w, len(widths) - 1, _ptr(wid),
-            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g))
+            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g), kernel_threads(threads))
 
 
     def upsample_stack(self, grids: list[torch.Tensor], width: int, out: torch.Tensor | None = None,
@@ -98,11 +128,12 @@ class Library:
                                                    _ptr(grad_out), _ptr(gptrs))
 
     def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
-                         shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
+                         shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor,
+                         threads: int | None = None) -> None:
         """q = soft-rounded (soft-rounded y plus Kumaraswamy noise of shape (a, b) drawn by
         inverting the CDF at the uniform u), and dq/dy; see ``coolchic.quant``."""
         self._fn("soft_round_noise", y.dtype)(_ptr(y), _ptr(u), y.numel(), temperature, *shape,
-                                              _ptr(q), _ptr(dq))
+                                              _ptr(q), _ptr(dq), kernel_threads(threads))
 
 
 @functools.cache
