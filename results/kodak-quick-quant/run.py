@@ -39,7 +39,7 @@ VARIANTS = {"group": (False, 0), "layer": (True, 0), "layer+refine60": (True, 60
 ANCHORS = ("hevc444", "avif444", "jpeg2000", "webp", "jxl")
 
 
-def encode_variants(image, lmbda: float, save: Path | None = None) -> dict:
+def encode_variants(image, lmbda: float, save: Path | None = None, arch: str = "auto") -> dict:
     import torch
 
     from coolchic.bitstream import CodecId, Header, write_bitstream
@@ -53,7 +53,7 @@ def encode_variants(image, lmbda: float, save: Path | None = None) -> dict:
 
     pixels, depth = image.pixels, image.bit_depth
     h, w, c = pixels.shape
-    arch = auto_arch(lmbda, h, w)
+    arch = auto_arch(lmbda, h, w) if arch == "auto" else arch
     x = torch.from_numpy(pixels.astype(np.float32) / ((1 << depth) - 1)).permute(2, 0, 1)[None].contiguous()
     start = time.perf_counter()
     model = overfit(x, effective_config(get_arch(arch), h, w), get_preset("quick"), lmbda, seed=0, threads=1)
@@ -82,12 +82,13 @@ def run(opts) -> None:
     rows = opts.out / "rows"
     rows.mkdir(parents=True, exist_ok=True)
     index, count = (int(v) for v in opts.shard.split("/"))
-    jobs = [(p, lm) for p in list_images(opts.kodak) for lm in LAMBDAS]
+    lambdas = [float(v) for v in opts.lambdas.split(",")] if opts.lambdas else LAMBDAS
+    jobs = [(p, lm) for p in list_images(opts.kodak) for lm in lambdas]
     for k, (path, lmbda) in enumerate(jobs):
         target = rows / f"{path.stem}@{lmbda:g}.json"
         if k % count != index - 1 or target.exists():
             continue
-        row = encode_variants(load_image(path, crop=256), lmbda, opts.save_models)
+        row = encode_variants(load_image(path, crop=256), lmbda, opts.save_models, opts.arch)
         row["machine"] = f"{platform.processor() or platform.machine()} {_cpu()}"
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(row, indent=1))
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--shard", default="1/1", help="i/n: run every n-th job from the i-th")
     parser.add_argument("--report", action="store_true", help="summarize the rows found")
     parser.add_argument("--save-models", type=Path, help="keep each trained float model here")
+    parser.add_argument("--arch", default="auto", help="decoder configuration (default auto, as encode)")
+    parser.add_argument("--lambdas", help="comma-separated lambdas (default: the quick protocol's)")
     opts = parser.parse_args()
     report(opts) if opts.report else run(opts)
 
