@@ -275,9 +275,8 @@ def main() -> None:
 
     from coolchic.complexity import mac_per_pixel
     from coolchic.config import ARCHS
-    from coolchic.native_decoder import unavailable_reason
-
     from coolchic.model.native import kernel_threads
+    from coolchic.native_decoder import unavailable_reason
 
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
