@@ -100,6 +100,18 @@ def test_native_kernels_give_the_same_bits_on_any_thread_count(size):
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
 
 
+def test_an_encode_is_the_same_on_one_and_on_two_training_threads():
+    _native_or_skip()
+    torch.manual_seed(3)
+    image = torch.rand(1, 3, 40, 52)
+    preset = get_preset("quick").scaled_to(12)
+    before = torch.get_num_threads()
+    models = [overfit(image, get_arch("default"), preset, 1e-3, threads=n) for n in (1, 2)]
+    assert torch.get_num_threads() == before  # torch's own setting restored
+    a, b = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("path", ["native", "torch"])
 def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_noise(dtype, path,
