@@ -75,8 +75,9 @@ def encode(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     arch: Annotated[str, typer.Option(
-        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353), or auto "
-             "(lite where its smaller weights pay: small images at large lambda).")] = "auto",
+        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353), lite-noconv "
+             "(272), or auto (lite-noconv where its fewer weights pay: small images at large "
+             "lambda).")] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="Training threads [default: this machine's cores, at most 4]; the native kernels "
              "give the same bitstream for any count.", show_default=False)] = None,

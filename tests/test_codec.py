@@ -154,13 +154,14 @@ def test_step_search_finds_the_minimum_of_a_unimodal_cost():
         assert len(calls) <= abs(target - 8) + 3
 
 
-def test_auto_arch_picks_lite_only_where_the_weights_weigh_on_the_file():
-    from coolchic.config import LITE_FROM, auto_arch, check_arch_name
+def test_auto_arch_picks_the_small_decoder_only_where_the_weights_weigh_on_the_file():
+    from coolchic.config import SMALL_FROM, auto_arch, check_arch_name
 
-    assert auto_arch(2e-2, 256, 256) == "lite"  # the measured case: a 256x256 crop at 2e-2
+    # the measured cases: 256x256 crops at 1e-2 and 2e-2 (lite-noconv), 4e-3 (default)
+    assert auto_arch(2e-2, 256, 256) == auto_arch(1e-2, 256, 256) == "lite-noconv"
     assert auto_arch(4e-3, 256, 256) == "default"
     assert auto_arch(2e-2, 512, 768) == "default"  # six times the pixels
-    assert auto_arch(LITE_FROM * 6, 512, 768) == "lite"
+    assert auto_arch(SMALL_FROM * 6, 512, 768) == "lite-noconv"
     assert check_arch_name("auto") == "auto"
     with pytest.raises(ValueError, match="auto, default"):
         check_arch_name("huge")
@@ -168,8 +169,9 @@ def test_auto_arch_picks_lite_only_where_the_weights_weigh_on_the_file():
 
 def test_an_auto_encode_reports_and_writes_the_arch_it_picked():
     image = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
-    small = encode(image, lmbda=1e-2, iterations=4)  # 256 pixels: lite
+    small = encode(image, lmbda=1e-2, iterations=4)  # 256 pixels: lite-noconv
     explicit = encode(image, lmbda=1e-2, iterations=4, arch="default")
-    assert small.report.arch == "lite" and explicit.report.arch == "default"
-    assert describe(small.data).config.arm == ARCHS["lite"].arm
+    assert small.report.arch == "lite-noconv" and explicit.report.arch == "default"
+    assert describe(small.data).config.arm == ARCHS["lite-noconv"].arm
+    assert describe(small.data).config.synthesis == ARCHS["lite-noconv"].synthesis
     assert describe(explicit.data).config.arm == ARCHS["default"].arm
