@@ -33,7 +33,7 @@ MAX_CHANNELS = 4  # image channels the native synthesis handles
 
 
 PARTS = 4  # PARTS of kernels.cpp: the most threads a kernel call uses
-_threads = 1  # threads of kernel calls that name none; see `threads`
+_threads = 1  # threads of kernel calls; set by `threads`
 
 
 @contextmanager
@@ -87,33 +87,32 @@ class Library:
     def arm_rate(self, canvas: torch.Tensor, valid: torch.Tensor, start: int, n: int,
                  offsets: list[int], widths: list[int], params: torch.Tensor,
                  log_scale_range: tuple[float, float], min_prob: float,
-                 grad_canvas: torch.Tensor | None, grad_params: torch.Tensor | None,
-                 threads: int | None = None) -> float:
+                 grad_canvas: torch.Tensor | None, grad_params: torch.Tensor | None) -> float:
         """Bits of the latents at flat positions start .. start + n - 1 of `canvas` (context
         at the flat `offsets`, `valid` 1.0 on latents); adds the gradients to `grad_canvas`
         and `grad_params` (packed as `params`: each layer's weight then bias) unless None.
-        The result does not depend on `threads` (see `kernel_threads`)."""
+        Runs on `kernel_threads()` threads; the result does not depend on them."""
         offs = torch.tensor(offsets, dtype=torch.int64)
         wid = torch.tensor(widths, dtype=torch.int64)
         return self._fn("arm_rate", canvas.dtype)(
             _ptr(canvas), _ptr(valid), start, n, _ptr(offs), len(widths) - 1, _ptr(wid),
             _ptr(params), *log_scale_range, min_prob, _ptr(grad_canvas), _ptr(grad_params),
-            kernel_threads(threads))
+            kernel_threads())
 
     def synthesis_mse(self, finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                       widths: list[int], mlp: torch.Tensor, n_conv: int, conv: torch.Tensor,
-                      band_rows: int, grads: tuple | None, threads: int | None = None) -> float:
+                      band_rows: int, grads: tuple | None) -> float:
         """Sum of squared errors of the synthesis (see ``fused.synthesis_mse``); `mlp` and
         `conv` pack each layer's weight then bias; `grads` = (finest's, coarser's, mlp's,
-        conv's) receive the gradients of the mean squared error, or None. The result does
-        not depend on `threads` (see `kernel_threads`)."""
+        conv's) receive the gradients of the mean squared error, or None. Runs on
+        `kernel_threads()` threads; the result does not depend on them."""
         _, c, h, w = image.shape
         k, hc = (0, 1) if coarser is None else coarser.shape[1:3]
         wid = torch.tensor(widths, dtype=torch.int64)
         g = (None,) * 4 if grads is None else grads
         return self._fn("synthesis_mse", finest.dtype)(
             _ptr(finest), _ptr(coarser), k, hc, _ptr(image), c, h, w, len(widths) - 1, _ptr(wid),
-            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g), kernel_threads(threads))
+            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g), kernel_threads())
 
 
     def upsample_stack(self, grids: list[torch.Tensor], width: int, out: torch.Tensor | None = None,
@@ -128,12 +127,11 @@ class Library:
                                                    _ptr(grad_out), _ptr(gptrs))
 
     def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
-                         shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor,
-                         threads: int | None = None) -> None:
+                         shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
         """q = soft-rounded (soft-rounded y plus Kumaraswamy noise of shape (a, b) drawn by
         inverting the CDF at the uniform u), and dq/dy; see ``coolchic.quant``."""
         self._fn("soft_round_noise", y.dtype)(_ptr(y), _ptr(u), y.numel(), temperature, *shape,
-                                              _ptr(q), _ptr(dq), kernel_threads(threads))
+                                              _ptr(q), _ptr(dq), kernel_threads())
 
 
 @functools.cache
