@@ -89,7 +89,9 @@ AUTO_ARCH = "auto"  # the encoder's default: `auto_arch` picks one of ARCHS per 
 # beat lite on all 24 crops of the quick protocol, in rate and in PSNR: at 2e-2 0.1275 bpp /
 # 25.60 dB against 0.1297 / 25.48 (RD cost -2.6%, better on 21 crops of 24; the curve's
 # BD-rate against HEVC 4:4:4 from +10.64% to +10.13%), at 1e-2 0.2113 / 27.12 against
-# 0.2172 / 27.06 (-1.7%, 14 of 24); so auto picks it where it picked lite.
+# 0.2172 / 27.06 (-1.7%, 14 of 24); so auto picks it where it picked lite. At 4e-3
+# default still wins: lite-noconv 0.3819 / 29.31 against 0.3701 / 29.54 (RD cost +3.2%,
+# worse on 19 of 24).
 # The weights cost the same bits whatever the image size while what a
 # larger decoder saves grows with the pixel count, so the switch point scales with it.
 SMALL_FROM = 1e-2  # lambda * 65536 / pixels from which `auto_arch` picks SMALL_ARCH
