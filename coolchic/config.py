@@ -86,7 +86,7 @@ AUTO_ARCH = "auto"  # the encoder's default: `auto_arch` picks one of ARCHS per 
 # 0.3701 / 29.54, i.e. the curve's BD-rate against HEVC 4:4:4 from +10.70% to +12.76%
 # (results/kodak-quick-quant/run.py --arch mid --lambdas 4e-3); so auto never picks mid.
 # lite-noconv (lite without its residual convolution: 84 fewer weights, 272 MAC/pixel)
-# beat lite on all 24 crops of the quick protocol, in rate and in PSNR: at 2e-2 0.1275 bpp /
+# beat lite on the 24 crops of the quick protocol (means), in rate and PSNR: at 2e-2 0.1275 bpp /
 # 25.60 dB against 0.1297 / 25.48 (RD cost -2.6%, better on 21 crops of 24; the curve's
 # BD-rate against HEVC 4:4:4 from +10.64% to +10.13%), at 1e-2 0.2113 / 27.12 against
 # 0.2172 / 27.06 (-1.7%, 14 of 24); so auto picks it where it picked lite. At 4e-3
