@@ -10,6 +10,12 @@ Reading checks, in this order, and stops at the first failure with a one-sentenc
 ``BitstreamError``: magic, format version, lengths and checksum, header field ranges,
 codec id, image size, section ids. Nothing is allocated from a header value before it has
 been validated. This module is pure stdlib: the decoder can parse a header without torch.
+
+Format 2 is format 1 made compact (a file of the quick protocol's lowest rate is about
+1 KB, so every framing byte is about 0.1 % of its rate): u8 codec id and u16 sizes in the
+fixed header, section lengths as unsigned LEB128 varints (`pack_uvarint`), 14 bytes of
+magic and header instead of 19. Symbol streams (`coolchic.entropy.coder`) shrank the same
+way.
 """
 
 from __future__ import annotations
@@ -22,17 +28,62 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = b"CCHC"
-FORMAT_MAJOR = 1  # bumped for incompatible changes: older decoders refuse the stream
+FORMAT_MAJOR = 2  # bumped for incompatible changes: older decoders refuse the stream
 FORMAT_MINOR = 0  # bumped for backward-compatible additions (new optional sections)
 MAX_SIDE = 65535  # largest height or width, in pixels
 MAX_PIXELS = 1 << 28  # largest height * width
 MAX_SECTIONS = 255  # the section count is a u8
-MAX_SECTION_BYTES = (1 << 32) - 1  # a section length is a u32
+MAX_SECTION_BYTES = (1 << 32) - 1  # largest section length (a varint of at most 5 bytes)
 CRC_BYTES = 4  # trailing zlib.crc32 of every preceding byte, u32
 
 
 class BitstreamError(ValueError):
     """The data is not a valid coolchic bitstream; the message is one sentence."""
+
+
+class VarintError(ValueError):
+    """A varint runs past its data, is not minimal, or exceeds its limit; one sentence."""
+
+
+def pack_uvarint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant group first; every byte but the
+    last has its high bit set. 0..127 take 1 byte, up to 16383 2 bytes, up to 2^32 - 1 5."""
+    if value < 0:
+        raise ValueError(f"a varint holds a non-negative integer, got {value}")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def unpack_uvarint(data: bytes, offset: int, end: int, *, limit: int) -> tuple[int, int]:
+    """Read a `pack_uvarint` value from ``data[offset:end]``; returns (value, new offset).
+
+    Only the minimal encoding is accepted (no final 0x00 byte after the first), so each
+    value has exactly one encoding; at most ``limit.bit_length()`` bits are read.
+
+    Raises:
+        VarintError: the data ends inside the varint, it is not minimal, or value > limit.
+    """
+    value, shift, start = 0, 0, offset
+    while True:
+        if offset >= end:
+            raise VarintError("the data ends inside a varint")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift >= limit.bit_length() + 7:
+            raise VarintError(f"a varint is longer than a value up to {limit} needs")
+    if byte == 0 and offset - start > 1:
+        raise VarintError("a varint is not in its minimal encoding")
+    if value > limit:
+        raise VarintError(f"a varint holds {value}, above the limit {limit}")
+    return value, offset
 
 
 class CodecId(IntEnum):
@@ -156,19 +207,20 @@ def unpack_fields(
 HEADER_FIELDS: tuple[Field, ...] = (
     Field("format_major", "<B", 0, 255),
     Field("format_minor", "<B", 0, 255),
-    Field("codec_id", "<H", 1, 65535),  # must also be registered in CodecId
-    Field("height", "<I", 1, MAX_SIDE),  # pixels
-    Field("width", "<I", 1, MAX_SIDE),  # pixels
+    Field("codec_id", "<B", 1, 255),  # must also be registered in CodecId
+    Field("height", "<H", 1, MAX_SIDE),  # pixels
+    Field("width", "<H", 1, MAX_SIDE),  # pixels
     Field("channels", "<B", 1, 3, choices=(1, 3)),  # gray or RGB
     Field("bit_depth", "<B", 8, 16, choices=(8, 16)),  # bits per sample
     Field("section_count", "<B", 0, MAX_SECTIONS),
 )
+# A section: these fields, then its length (payload bytes that follow, up to
+# MAX_SECTION_BYTES) as a varint, then the payload.
 SECTION_FIELDS: tuple[Field, ...] = (
     Field("section_id", "<B", 1, 255),  # must also be registered in SectionId
-    Field("length", "<I", 0, MAX_SECTION_BYTES),  # payload bytes that follow
 )
 HEADER_BYTES = len(MAGIC) + sum(f.size for f in HEADER_FIELDS)
-_SECTION_HEADER_BYTES = sum(f.size for f in SECTION_FIELDS)
+_SECTION_HEADER_BYTES = sum(f.size for f in SECTION_FIELDS) + 1  # shortest: a 1-byte length
 _CODEC_IDS = frozenset(CodecId)
 _SECTION_IDS = frozenset(SectionId)
 _VERSION_FIELDS = HEADER_FIELDS[:2]
@@ -223,7 +275,11 @@ def write_bitstream(header: Header, sections: Sequence[tuple[int, bytes]]) -> by
         if section_id in seen:
             raise ValueError(f"section {SectionId(section_id).name} is given twice")
         seen.add(section_id)
-        out += pack_fields(SECTION_FIELDS, {"section_id": int(section_id), "length": len(payload)})
+        if len(payload) > MAX_SECTION_BYTES:
+            raise ValueError(f"section {SectionId(section_id).name} holds {len(payload)} bytes, "
+                             f"above the limit of {MAX_SECTION_BYTES}")
+        out += pack_fields(SECTION_FIELDS, {"section_id": int(section_id)})
+        out += pack_uvarint(len(payload))
         out += payload
     out += _CRC.pack(zlib.crc32(out))
     return bytes(out)
@@ -237,8 +293,9 @@ def _check_version(data: bytes) -> int:
         raise BitstreamError(f"bitstream version {major}.{minor} is newer than this decoder "
                              f"({FORMAT_MAJOR}.x); upgrade coolchic")
     if major < FORMAT_MAJOR:
+        hint = "; decode it with coolchic 0.1" if major == 1 else ""
         raise BitstreamError(f"bitstream version {major}.{minor} is not supported by this "
-                             f"decoder ({FORMAT_MAJOR}.x)")
+                             f"decoder ({FORMAT_MAJOR}.x){hint}")
     return minor
 
 
@@ -250,11 +307,15 @@ def _split_sections(data: bytes, count: int) -> list[tuple[int, bytes]]:
         if offset + _SECTION_HEADER_BYTES > end:
             raise BitstreamError(f"truncated bitstream: section {index} of {count} is missing")
         raw, offset = _decode_fields(SECTION_FIELDS, data, offset)
-        if raw["length"] > end - offset:
+        try:
+            length, offset = unpack_uvarint(data, offset, end, limit=MAX_SECTION_BYTES)
+        except VarintError as exc:
+            raise BitstreamError(f"invalid bitstream: the length of section {index}: {exc}") from None
+        if length > end - offset:
             raise BitstreamError(f"truncated bitstream: section {index} declares "
-                                 f"{_n_bytes(raw['length'])}, {end - offset} remain")
-        sections.append((raw["section_id"], data[offset : offset + raw["length"]]))
-        offset += raw["length"]
+                                 f"{_n_bytes(length)}, {end - offset} remain")
+        sections.append((raw["section_id"], data[offset : offset + length]))
+        offset += length
     if offset != end:
         raise BitstreamError(f"invalid bitstream: {_n_bytes(end - offset)} after the last "
                              "section")

@@ -87,12 +87,15 @@ def test_mutated_bitstreams_give_a_clean_error_or_a_valid_image(golden_bitstream
         image = decode(mutated)
     except BitstreamError:
         return
+    except ValueError as exc:  # a codec id turned amortized: its stream names weights
+        assert "no shipped" in str(exc)  # that do not ship, which is said in one line
+        return
     assert image.ndim == 3 and image.dtype in (np.uint8, np.uint16)
 
 
 def test_a_crafted_header_with_huge_dimensions_is_refused_before_decoding(golden_bitstream):
     body = bytearray(golden_bitstream[:-4])
-    body[8:12] = (4096).to_bytes(4, "little")  # height
-    body[12:16] = (65535).to_bytes(4, "little")  # width: 2^28 pixels, within the container
+    body[7:9] = (4096).to_bytes(2, "little")  # height
+    body[9:11] = (65535).to_bytes(2, "little")  # width: just under 2^28 pixels, within the container
     with pytest.raises(BitstreamError, match="exceeds this decoder's limit"):
         decode(_with_crc(bytes(body)))

@@ -49,8 +49,10 @@ PINNED = {
     "up_2x3": "984b3a3b6227fd21",
     "up_17x30": "915c4ce55f7a9df9",
     "up_64x9": "1cc2502678d5da2c",
-    "latents_default": "49c5cee4a3dee804",
-    "latents_lite": "d6990601b3c9929d",
+    # format 2 framing (varint word counts); the range-coded words are those format 1 pinned
+    # as 49c5cee4a3dee804 and d6990601b3c9929d
+    "latents_default": "4a9f1e7a42b24729",
+    "latents_lite": "c06ea42b1486d038",
 }
 
 

@@ -17,8 +17,11 @@ Exactness: constriction 0.5 takes float weights, but ``Categorical(perfect=False
 scale factor is 1.0 and every partial sum is an integer below 2**24). Tests pin this by
 reading the cumulative frequencies back out of the compressed words.
 
-Container (`SymbolEncoder.finish`): ``u32 n_main, n_main words, u32 n_escape, n_escape
-words``, all little-endian uint32.
+Container (`SymbolEncoder.finish`): ``varint n_main, varint n_escape, n_main words,
+n_escape words`` (words little-endian uint32). Format 1 spent two u32 counts; varints take
+1-2 bytes each for the files of a few KB where framing matters. Both counts are kept: with
+the escape stream's length implied by what remains, a cut at a word boundary decoded
+silently to wrong values (measured on 300 latents: 3 of 225 cuts).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import functools
 import constriction
 import numpy as np
 
+from coolchic.bitstream import VarintError, pack_uvarint, unpack_uvarint
 from coolchic.entropy.tables import ALPHABET, N_ROWS, PROB_BITS, RADIUS, flat_table
 
 MAX_EXTRA = 1 << 20  # largest escape extra |y - m| - RADIUS; bounds decode time on bad data
 MAX_PREFIX = MAX_EXTRA.bit_length() - 1  # Exp-Golomb zero-prefix length of MAX_EXTRA + 1
+_MAX_WORDS = (1 << 30) - 1  # largest main stream, in words (4 GiB)
 _VALUE_LIMIT = 1 << 62  # |y| and |m| bound, so that y - m and m + d cannot overflow int64
 _LOW_ESCAPE = 0
 _HIGH_ESCAPE = 2 * RADIUS
@@ -207,12 +212,9 @@ class SymbolEncoder:
 
     def finish(self) -> bytes:
         """The container of both streams; may be called again after more `encode` calls."""
-        parts = []
-        for coder in (self._main, self._escape):
-            words = coder.get_compressed().astype("<u4")
-            parts.append(np.uint32(words.size).astype("<u4").tobytes())
-            parts.append(words.tobytes())
-        return b"".join(parts)
+        main = self._main.get_compressed().astype("<u4")
+        escape = self._escape.get_compressed().astype("<u4")
+        return pack_uvarint(main.size) + pack_uvarint(escape.size) + main.tobytes() + escape.tobytes()
 
 
 def split_streams(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -222,21 +224,23 @@ def split_streams(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         EntropyError: a length prefix disagrees with the size of ``data``.
     """
     data = bytes(data)
-    streams = []
-    offset = 0
+    counts, offset = [], 0
     for name in ("main", "escape"):
-        if len(data) < offset + 4:
-            raise EntropyError(f"Entropy data ends inside the {name} stream's length field.")
-        n_words = int(np.frombuffer(data, dtype="<u4", count=1, offset=offset)[0])
-        offset += 4
-        if len(data) < offset + 4 * n_words:
-            raise EntropyError(f"Entropy data is truncated: the {name} stream declares {n_words} words.")
-        words = np.frombuffer(data, dtype="<u4", count=n_words, offset=offset)
-        streams.append(words.astype(np.uint32))
-        offset += 4 * n_words
-    if offset != len(data):
-        raise EntropyError(f"Entropy data has {len(data) - offset} bytes after its streams.")
-    return streams[0], streams[1]
+        try:
+            count, offset = unpack_uvarint(data, offset, len(data), limit=_MAX_WORDS)
+        except VarintError as exc:
+            raise EntropyError(f"Entropy data has a bad {name} stream length: {exc}.") from None
+        counts.append(count)
+    n_main, n_escape = counts
+    size = offset + 4 * (n_main + n_escape)
+    if len(data) < size:
+        raise EntropyError(f"Entropy data is truncated: its streams declare {n_main} + {n_escape}"
+                           " words.")
+    if len(data) > size:
+        raise EntropyError(f"Entropy data has {len(data) - size} bytes after its streams.")
+    main = np.frombuffer(data, dtype="<u4", count=n_main, offset=offset)
+    escape = np.frombuffer(data, dtype="<u4", count=n_escape, offset=offset + 4 * n_main)
+    return main.astype(np.uint32), escape.astype(np.uint32)
 
 
 class SymbolDecoder:
