@@ -98,7 +98,7 @@ def _recipe(name: str, n_main: int, n_ste: int, description: str, refine: int = 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        _recipe("quick", 2700, 300, "reduced CPU protocol of make reproduce-paper (256x256 crops)",
+        _recipe("quick", 4050, 450, "reduced CPU protocol of make reproduce-paper (256x256 crops)",
                 refine=60),
         _recipe("fast", 2500, 300, "a few minutes for a Kodak image on 2 CPU cores", refine=60),
         _recipe("medium", 6000, 600, "about 3x fast", refine=100),

@@ -75,7 +75,8 @@ class EvaluationSpec:
     device: str = "cpu"
     seed: int = 0
     arch: str | None = None
-    anchors: tuple[str, ...] = ("hevc444", "vvc420", "jpeg420")
+    # the anchors of issue 5's targets first (HEVC and AVIF 4:4:4, VVC, JPEG XL), then JPEG
+    anchors: tuple[str, ...] = ("hevc444", "avif444", "vvc420", "jxl", "jpeg420")
 
 
 @dataclass
