@@ -1,0 +1,81 @@
+"""Paper-grade preset on whole Kodak images (issue 5): our points beside the classical anchors.
+
+Reads the rows of the run folder (``run/``, a copy of the evaluation's folder) and of the
+anchors' run (``anchors/``: the same images, ``--only-baselines``), then prints each image's
+points and BD-rates, and the BD-rate of the mean curve over the images that have every
+lambda. Only finished encodes are in the rows, so this runs on a partial run too.
+
+    python results/kodak-paper-grade/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from coolchic.evaluate.bdrate import bd_rate
+from coolchic.metrics import mean_psnr
+
+HERE = Path(__file__).resolve().parent
+ANCHORS = ("hevc444", "avif444", "jxl", "webp")
+LAMBDAS = (5e-4, 4e-3, 2e-2)
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def _curve(rows: list[dict]) -> np.ndarray:
+    """(n, 2) of (bpp, PSNR), by rate."""
+    return np.array(sorted((r["bpp"], r["psnr_db"]) for r in rows))
+
+
+def _bd(anchor: np.ndarray, ours: np.ndarray) -> str:
+    result = bd_rate(anchor[:, 0], anchor[:, 1], ours[:, 0], ours[:, 1])
+    return f"{result.value:+.2f} % ({result.overlap:.2f})"
+
+
+def main() -> None:
+    ours = _rows(HERE / "run" / "rows" / "coolchic-slow")
+    anchors = {a: _rows(HERE / "anchors" / "rows" / a) for a in ANCHORS}
+    images = sorted({r["image"] for r in ours})
+    print("| image | lambda | bytes | bpp | PSNR (dB) | encode (min) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in sorted(ours, key=lambda r: (r["image"], r["lmbda"])):
+        print(f"| {r['image']} | {r['lmbda']:g} | {r['bytes']} | {r['bpp']:.4f} | "
+              f"{r['psnr_db']:.2f} | {r['encode_s'] / 60:.1f} |")
+    print("\nBD-rate of ours per image (overlap of the quality ranges in brackets):\n")
+    print("| image | points | " + " | ".join(ANCHORS) + " |")
+    print("| --- | ---: |" + " ---: |" * len(ANCHORS))
+    complete = []
+    for image in images:
+        mine = [r for r in ours if r["image"] == image]
+        if len(mine) == len(LAMBDAS):
+            complete.append(image)
+        if len(mine) < 2:
+            continue
+        cells = [_bd(_curve([r for r in anchors[a] if r["image"] == image]), _curve(mine))
+                 for a in ANCHORS]
+        print(f"| {image} | {len(mine)} | " + " | ".join(cells) + " |")
+    if len(complete) < 2:
+        print(f"\nmean curve: needs 2 or more complete images, {len(complete)} so far")
+        return
+
+    def mean_curve(rows: list[dict], key: str) -> np.ndarray:
+        groups: dict[float, list[dict]] = {}
+        for r in rows:
+            if r["image"] in complete:
+                groups.setdefault(r[key], []).append(r)
+        return np.array(sorted((np.mean([r["bpp"] for r in g]), mean_psnr([r["psnr_db"] for r in g]))
+                               for g in groups.values() if len(g) == len(complete)))
+
+    mine = mean_curve(ours, "lmbda")
+    cells = [_bd(mean_curve(anchors[a], "quality"), mine) for a in ANCHORS]
+    print(f"\nmean curve over {', '.join(complete)}: " + "; ".join(
+        f"vs {a} {c}" for a, c in zip(ANCHORS, cells, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
