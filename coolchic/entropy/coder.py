@@ -36,7 +36,7 @@ from coolchic.entropy.tables import ALPHABET, N_ROWS, PROB_BITS, RADIUS, flat_ta
 
 MAX_EXTRA = 1 << 20  # largest escape extra |y - m| - RADIUS; bounds decode time on bad data
 MAX_PREFIX = MAX_EXTRA.bit_length() - 1  # Exp-Golomb zero-prefix length of MAX_EXTRA + 1
-_MAX_WORDS = (1 << 30) - 1  # largest main stream, in words (4 GiB)
+_MAX_WORDS = (1 << 30) - 1  # largest stream, in words (4 GiB)
 _VALUE_LIMIT = 1 << 62  # |y| and |m| bound, so that y - m and m + d cannot overflow int64
 _LOW_ESCAPE = 0
 _HIGH_ESCAPE = 2 * RADIUS

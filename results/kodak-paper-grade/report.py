@@ -1,7 +1,8 @@
 """Paper-grade preset on whole Kodak images (issue 5): our points beside the classical anchors.
 
-Reads the rows of the run folder (``run/``, a copy of the evaluation's folder) and of the
-anchors' run (``anchors/``: the same images, ``--only-baselines``), then prints each image's
+Reads the rows of the run folder (``run/``, a copy of the evaluation's folder) and the
+per-image table of the anchors' run (``anchors/``: the same images, ``--only-baselines``),
+then prints each image's
 points and BD-rates, and the BD-rate of the mean curve over the images that have every
 lambda. Only finished encodes are in the rows, so this runs on a partial run too.
 
@@ -27,6 +28,17 @@ def _rows(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def _table(path: Path) -> list[dict]:
+    """Rows of a per_image.tsv (comment lines skipped), numbers as floats."""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    names = lines[0].split("\t")
+    rows = [dict(zip(names, line.split("\t"), strict=True)) for line in lines[1:]]
+    for row in rows:
+        for key in ("bpp", "psnr_db", "quality"):
+            row[key] = float(row[key])
+    return rows
+
+
 def _curve(rows: list[dict]) -> np.ndarray:
     """(n, 2) of (bpp, PSNR), by rate."""
     return np.array(sorted((r["bpp"], r["psnr_db"]) for r in rows))
@@ -39,7 +51,8 @@ def _bd(anchor: np.ndarray, ours: np.ndarray) -> str:
 
 def main() -> None:
     ours = _rows(HERE / "run" / "rows" / "coolchic-slow")
-    anchors = {a: _rows(HERE / "anchors" / "rows" / a) for a in ANCHORS}
+    table = _table(HERE / "anchors" / "per_image.tsv")
+    anchors = {a: [r for r in table if r["codec"] == a] for a in ANCHORS}
     images = sorted({r["image"] for r in ours})
     print("| image | lambda | bytes | bpp | PSNR (dB) | encode (min) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
