@@ -1,3 +1,3 @@
 """coolchic: overfitted neural image compression with a bit-exact integer decoder."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = b"CCHC"
-FORMAT_MAJOR = 2  # bumped for incompatible changes: older decoders refuse the stream
+FORMAT_MAJOR = 3  # bumped for incompatible changes: older decoders refuse the stream
 FORMAT_MINOR = 0  # bumped for backward-compatible additions (new optional sections)
 MAX_SIDE = 65535  # largest height or width, in pixels
 MAX_PIXELS = 1 << 28  # largest height * width
@@ -285,17 +285,20 @@ def write_bitstream(header: Header, sections: Sequence[tuple[int, bytes]]) -> by
     return bytes(out)
 
 
-def _check_version(data: bytes) -> int:
+def _check_version(data: bytes, expected: int = FORMAT_MAJOR) -> int:
     """Refuse streams of another major version; returns the stream's minor version."""
     version, _ = _decode_fields(_VERSION_FIELDS, data, len(MAGIC))
     major, minor = version["format_major"], version["format_minor"]
     if major > FORMAT_MAJOR:
         raise BitstreamError(f"bitstream version {major}.{minor} is newer than this decoder "
                              f"({FORMAT_MAJOR}.x); upgrade coolchic")
-    if major < FORMAT_MAJOR:
-        hint = "; decode it with coolchic 0.1" if major == 1 else ""
+    if major != expected:
+        hint = {1: "; decode it with coolchic 0.1",
+                2: "; rewrite it losslessly with `coolchic upgrade`, or decode it with coolchic 0.2",
+                }.get(major, "") if expected == FORMAT_MAJOR else ""
         raise BitstreamError(f"bitstream version {major}.{minor} is not supported by this "
-                             f"decoder ({FORMAT_MAJOR}.x){hint}")
+                             f"{'decoder' if expected == FORMAT_MAJOR else 'reader'} "
+                             f"({expected}.x){hint}")
     return minor
 
 
@@ -322,8 +325,9 @@ def _split_sections(data: bytes, count: int) -> list[tuple[int, bytes]]:
     return sections
 
 
-def read_bitstream(data: bytes) -> tuple[Header, dict[int, bytes]]:
-    """Validate and split a bitstream.
+def read_bitstream(data: bytes, *, major: int = FORMAT_MAJOR) -> tuple[Header, dict[int, bytes]]:
+    """Validate and split a bitstream (of major version `major`: the container of §2 is
+    the same since 2.0, so `coolchic.legacy` reads 2.0 files with it).
 
     Sections with an unknown id are refused, except in a stream of a newer minor version,
     where the version policy makes them optional additions: they are skipped.
@@ -340,7 +344,7 @@ def read_bitstream(data: bytes) -> tuple[Header, dict[int, bytes]]:
             raise BitstreamError(f"truncated bitstream: {_n_bytes(len(data))}, shorter than "
                                  "the magic")
         raise BitstreamError("not a coolchic bitstream (bad magic)")
-    minor = _check_version(data)
+    minor = _check_version(data, major)
     if len(data) < HEADER_BYTES + CRC_BYTES:
         raise BitstreamError(f"truncated bitstream: {_n_bytes(len(data))}, the header and "
                              f"checksum need {HEADER_BYTES + CRC_BYTES}")

@@ -235,6 +235,27 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
     console.print(table)
 
 
+@app.command()
+@clean_errors
+def upgrade(
+    bitstream: Annotated[Path, typer.Argument(help="Format 2.0 bitstream (written by coolchic 0.2).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the current-format file [BITSTREAM-v3.bin].")] = None,
+) -> None:
+    """Rewrite a format 2.0 bitstream in the current format, losslessly (same decoded image,
+    fewer bytes); no image or training needed."""
+    from coolchic.io import atomic_write_bytes
+    from coolchic.legacy import upgrade as upgrade_bitstream
+
+    output = output or bitstream.with_name(f"{bitstream.stem}-v3{bitstream.suffix or '.bin'}")
+    _check_output(output)
+    data = bitstream.read_bytes()
+    new = upgrade_bitstream(data)
+    atomic_write_bytes(output, new)
+    console.print(f"[bold green]{output}[/]: {len(data)} -> {len(new)} bytes "
+                  f"({100.0 * (len(new) - len(data)) / len(data):+.2f} %)", highlight=False)
+
+
 def _info_amortized(bitstream: Path) -> None:
     from coolchic.amortized.api import describe as describe_amortized
 

@@ -56,7 +56,7 @@ def test_a_stream_round_trips_header_and_sections():
 
 def test_the_bytes_of_a_reference_stream_are_frozen():
     golden = bytes.fromhex(
-        "43434843" "02" "00" "01" "0300" "0500" "03" "08" "03"
+        "43434843" "03" "00" "01" "0300" "0500" "03" "08" "03"
         "01" "02" "0102" "02" "00" "03" "03" "78797a"
     )
     data = write_bitstream(HEADER, SECTIONS)
@@ -117,15 +117,17 @@ def test_a_corrupt_payload_gives_a_checksum_mismatch():
 
 
 def test_a_newer_major_version_is_refused_with_an_upgrade_message():
-    with pytest.raises(BitstreamError, match=r"version 3\.0 is newer .* upgrade coolchic"):
-        read_bitstream(forge(format_major=3))
+    with pytest.raises(BitstreamError, match=r"version 4\.0 is newer .* upgrade coolchic"):
+        read_bitstream(forge(format_major=4))
     with pytest.raises(BitstreamError, match=r"version 0\.3 is not supported"):
         read_bitstream(forge(format_major=0, format_minor=3))
 
 
-def test_a_format_1_stream_is_refused_with_the_version_that_reads_it():
+def test_older_format_streams_are_refused_with_the_version_that_reads_them():
     with pytest.raises(BitstreamError, match=r"version 1\.0 is not supported .*coolchic 0\.1"):
         read_bitstream(forge(format_major=1))
+    with pytest.raises(BitstreamError, match=r"version 2\.0 is not supported .*coolchic 0\.2"):
+        read_bitstream(forge(format_major=2))
 
 
 def test_the_version_is_checked_before_the_checksum():

@@ -182,13 +182,19 @@ def rate_bits(values: np.ndarray, centers: np.ndarray, rows: np.ndarray) -> floa
 
 
 class SymbolEncoder:
-    """Accumulates latent symbols into the main and escape range-coded streams."""
+    """Accumulates latent symbols into the main and escape range-coded streams.
 
-    def __init__(self) -> None:
+    With ``inline_escapes`` there is one stream: each `encode` call's escape extras follow
+    its main symbols in the main stream, and `finish` gives ``varint n_words | words``. The
+    decoder must then decode in the same batches (the WEIGHTS section: one per tensor).
+    """
+
+    def __init__(self, *, inline_escapes: bool = False) -> None:
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._bit_model = constriction.stream.model.Categorical(_BIT_WEIGHTS, perfect=False)
         self._main = constriction.stream.queue.RangeEncoder()
-        self._escape = constriction.stream.queue.RangeEncoder()
+        self._inline = inline_escapes
+        self._escape = self._main if inline_escapes else constriction.stream.queue.RangeEncoder()
 
     def encode(self, values: np.ndarray, centers: np.ndarray, rows: np.ndarray) -> None:
         """Append N latents (one constriction call for the main symbols).
@@ -210,28 +216,39 @@ class SymbolEncoder:
         if extras.size:
             self._escape.encode(_exp_golomb_bits(extras), self._bit_model)
 
+    def encode_bits(self, bits: np.ndarray) -> None:
+        """Append raw bits (0 or 1, each with probability 1/2) to the main stream."""
+        bits = _int_array("bits", bits)
+        if bits.size and (bits.min() < 0 or bits.max() > 1):
+            raise ValueError("bits must be 0 or 1")
+        if bits.size:
+            self._main.encode(bits.astype(np.int32), self._bit_model)
+
     def finish(self) -> bytes:
         """The container of both streams; may be called again after more `encode` calls."""
         main = self._main.get_compressed().astype("<u4")
+        if self._inline:
+            return pack_uvarint(main.size) + main.tobytes()
         escape = self._escape.get_compressed().astype("<u4")
         return pack_uvarint(main.size) + pack_uvarint(escape.size) + main.tobytes() + escape.tobytes()
 
 
-def split_streams(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """The main and escape streams of `SymbolEncoder.finish` bytes, as uint32 word arrays.
+def split_streams(data: bytes, *, inline_escapes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The main and escape streams of `SymbolEncoder.finish` bytes, as uint32 word arrays
+    (with ``inline_escapes`` the escape array is empty).
 
     Raises:
         EntropyError: a length prefix disagrees with the size of ``data``.
     """
     data = bytes(data)
     counts, offset = [], 0
-    for name in ("main", "escape"):
+    for name in ("main",) if inline_escapes else ("main", "escape"):
         try:
             count, offset = unpack_uvarint(data, offset, len(data), limit=_MAX_WORDS)
         except VarintError as exc:
             raise EntropyError(f"Entropy data has a bad {name} stream length: {exc}.") from None
         counts.append(count)
-    n_main, n_escape = counts
+    n_main, n_escape = (*counts, 0)[:2]
     size = offset + 4 * (n_main + n_escape)
     if len(data) < size:
         raise EntropyError(f"Entropy data is truncated: its streams declare {n_main} + {n_escape}"
@@ -246,18 +263,20 @@ def split_streams(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 class SymbolDecoder:
     """Decodes latents from `SymbolEncoder.finish` bytes, in any chunking of the same order."""
 
-    def __init__(self, data: bytes) -> None:
-        """Parse the container.
+    def __init__(self, data: bytes, *, inline_escapes: bool = False) -> None:
+        """Parse the container (``inline_escapes``: as written by such a `SymbolEncoder`).
 
         Raises:
             EntropyError: a length prefix disagrees with the size of ``data``.
         """
-        streams = split_streams(data)
+        streams = split_streams(data, inline_escapes=inline_escapes)
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._bit_model = constriction.stream.model.Categorical(_BIT_WEIGHTS, perfect=False)
         self._weights = _weight_table()
         self._main = constriction.stream.queue.RangeDecoder(streams[0])
-        self._escape = constriction.stream.queue.RangeDecoder(streams[1])
+        self._inline = inline_escapes
+        self._escape = (self._main if inline_escapes
+                        else constriction.stream.queue.RangeDecoder(streams[1]))
 
     def decode(self, centers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Decode the next N latents.
@@ -302,6 +321,16 @@ class SymbolDecoder:
         values = centers - float(RADIUS)  # (N,) float64: exact, |centers| < 2**53
         values += symbols
         return values
+
+    def decode_bits(self, count: int) -> np.ndarray:
+        """The next ``count`` raw bits of the main stream (see `SymbolEncoder.encode_bits`);
+        int64 (count,)."""
+        if count == 0:
+            return np.zeros(0, np.int64)
+        try:
+            return self._main.decode(self._bit_model, count).astype(np.int64)
+        except Exception as error:
+            raise EntropyError("Entropy data is corrupt: the main stream is invalid.") from error
 
     def _decode_extras(self, count: int) -> np.ndarray:
         """The next ``count`` Exp-Golomb order-0 extras from the escape stream; int64 (count,).
@@ -355,7 +384,8 @@ class SymbolDecoder:
         Raises:
             EntropyError: a stream still holds unread data.
         """
-        for name, coder in (("main", self._main), ("escape", self._escape)):
+        coders = (("main", self._main),) if self._inline else (("main", self._main), ("escape", self._escape))
+        for name, coder in coders:
             if not coder.maybe_exhausted():
                 raise EntropyError(
                     f"Entropy data is inconsistent: the {name} stream has unread data."
