@@ -208,7 +208,7 @@ def test_config_packs_into_few_bytes_and_round_trips():
 
 
 def test_step_search_finds_the_minimum_of_a_unimodal_cost():
-    from coolchic.quant import FRAC_RANGE, _downhill
+    from coolchic.quant import FRAC_RANGE, SCAN_RADIUS, _step_search
 
     for target in range(FRAC_RANGE[0], FRAC_RANGE[1] + 1):
         calls = []
@@ -217,8 +217,15 @@ def test_step_search_finds_the_minimum_of_a_unimodal_cost():
             calls.append(f)
             return (f - t) ** 2
 
-        assert _downhill(cost, 8) == target
-        assert len(calls) <= abs(target - 8) + 3
+        assert _step_search(cost, 8) == target
+        assert len(set(calls)) <= 2 * SCAN_RADIUS + 1 + max(0, abs(target - 8) - SCAN_RADIUS + 1)
+
+
+def test_step_search_looks_past_a_bump_that_stopped_the_old_search():
+    from coolchic.quant import _step_search
+
+    bumpy = {5: 3.0, 6: 2.0, 7: 2.5, 8: 1.0, 9: 1.5}  # from 6, the next step rises before the dip
+    assert _step_search(lambda f: bumpy.get(f, 9.0), 6) == 8
 
 
 def test_auto_arch_picks_the_small_decoder_only_where_the_weights_weigh_on_the_file():
