@@ -6,6 +6,10 @@ then prints each image's
 points and BD-rates, and the BD-rate of the mean curve over the images that have every
 lambda. Only finished encodes are in the rows, so this runs on a partial run too.
 
+The rows give the bytes as encoded (coolchic 0.2 wrote format 2.0); the committed
+bitstreams are in the current format (the 2.0 files rewritten by `coolchic upgrade`, same
+decoded images), and every table is printed for both.
+
     python results/kodak-paper-grade/report.py
 """
 
@@ -49,8 +53,24 @@ def _bd(anchor: np.ndarray, ours: np.ndarray) -> str:
     return f"{result.value:+.2f} % ({result.overlap:.2f})"
 
 
+def _as_committed(rows: list[dict]) -> list[dict]:
+    """The rows with the bytes and bpp of the committed bitstream files."""
+    out = []
+    for r in rows:
+        path = HERE / "run" / "bitstreams" / "coolchic-slow" / f"{r['image']}@{r['lmbda']!r}.bin"
+        n = path.stat().st_size
+        out.append({**r, "bytes": n, "bpp": 8.0 * n / (r["width"] * r["height"])})
+    return out
+
+
 def main() -> None:
-    ours = _rows(HERE / "run" / "rows" / "coolchic-slow")
+    encoded = _rows(HERE / "run" / "rows" / "coolchic-slow")
+    for title, ours in (("as encoded", encoded), ("committed files (format 3.0)", _as_committed(encoded))):
+        print(f"\n## {title}\n")
+        _report(ours)
+
+
+def _report(ours: list[dict]) -> None:
     table = _table(HERE / "anchors" / "per_image.tsv")
     anchors = {a: [r for r in table if r["codec"] == a] for a in ANCHORS}
     images = sorted({r["image"] for r in ours})
