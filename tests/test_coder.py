@@ -371,3 +371,26 @@ def test_decoder_rejects_rows_outside_the_table():
     decoder = SymbolDecoder(SymbolEncoder().finish())
     with pytest.raises(ValueError, match="rows"):
         decoder.decode(np.zeros(1, np.int64), np.array([T.N_ROWS]))
+
+
+def test_inline_escapes_and_raw_bits_share_one_stream_and_round_trip():
+    rng = np.random.default_rng(5)
+    batches = [np.round(rng.laplace(0, s, n)).astype(np.int64) for s, n in ((2, 40), (90, 25), (0.5, 60))]
+    rows = np.full(200, T.table_row(16, 60), dtype=np.int64)  # a narrow table: many escapes
+    bits = rng.integers(0, 2, 37)
+    enc = SymbolEncoder(inline_escapes=True)
+    for values in batches:
+        enc.encode(values, np.zeros_like(values), rows[: values.size])
+        enc.encode_bits(bits)
+    data = enc.finish()
+    n_words, offset = unpack_uvarint(data, 0, len(data), limit=1 << 30)
+    assert len(data) == offset + 4 * n_words  # one stream, no escape count
+    dec = SymbolDecoder(data, inline_escapes=True)
+    for values in batches:
+        assert np.array_equal(dec.decode(np.zeros_like(values), rows[: values.size]), values)
+        assert np.array_equal(dec.decode_bits(bits.size), bits)
+    dec.finish()
+    with pytest.raises(EntropyError):
+        SymbolDecoder(data[:-1], inline_escapes=True)
+    with pytest.raises(ValueError, match="0 or 1"):
+        enc.encode_bits(np.array([0, 2]))
