@@ -16,6 +16,7 @@ from coolchic.entropy.coder import (
     SymbolDecoder,
     SymbolEncoder,
     _cost_table,
+    _exp_golomb_lengths,
     rate_bits,
 )
 from coolchic.entropy.fixedpoint import MAX_FRAC, WEIGHT_MAX, QLayer
@@ -165,9 +166,9 @@ def tensor_plan(values: np.ndarray, code: ParamCode = W_SCALE_CODE) -> tuple[int
     symbols = np.clip(coarse, -RADIUS, RADIUS) + RADIUS
     hist = np.bincount((symbols + ALPHABET * ks[:, None]).ravel(),
                        minlength=ALPHABET * _N_SHIFTS).reshape(_N_SHIFTS, ALPHABET)
-    extra = np.abs(coarse) - RADIUS  # Exp-Golomb escapes: 2 floor(log2(e + 1)) + 1 bits
-    exponent = np.frexp(np.maximum(extra, 0) + 1.0)[1]  # floor(log2(e + 1)) + 1, exactly
-    escape = np.where(extra >= 0, 2 * exponent - 1, 0).sum(1)
+    extra = np.abs(coarse) - RADIUS  # >= 0: an escape, with an Exp-Golomb coded extra
+    lengths = _exp_golomb_lengths(np.maximum(extra, 0).ravel()).reshape(extra.shape)
+    escape = np.where(extra >= 0, lengths, 0).sum(1)  # (shifts,)
     fixed = escape + ks * v.size  # (shifts,) escape extras and raw low bits
     bits = (_scale_value_costs() * hist[_SHIFTS]).sum(1) + fixed[_SHIFTS]
     bits += _param_costs(code, code.centre, S_MAX + 1)
