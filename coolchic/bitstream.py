@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = b"CCHC"
-FORMAT_MAJOR = 3  # bumped for incompatible changes: older decoders refuse the stream
+FORMAT_MAJOR = 4  # bumped for incompatible changes: older decoders refuse the stream
 FORMAT_MINOR = 0  # bumped for backward-compatible additions (new optional sections)
 MAX_SIDE = 65535  # largest height or width, in pixels
 MAX_PIXELS = 1 << 28  # largest height * width
@@ -295,6 +295,7 @@ def _check_version(data: bytes, expected: int = FORMAT_MAJOR) -> int:
     if major != expected:
         hint = {1: "; decode it with coolchic 0.1",
                 2: "; rewrite it losslessly with `coolchic upgrade`, or decode it with coolchic 0.2",
+                3: "; rewrite it losslessly with `coolchic upgrade`, or decode it with coolchic 0.3",
                 }.get(major, "") if expected == FORMAT_MAJOR else ""
         raise BitstreamError(f"bitstream version {major}.{minor} is not supported by this "
                              f"{'decoder' if expected == FORMAT_MAJOR else 'reader'} "

@@ -229,6 +229,7 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
     table.add_row("ARM", f"context {c.arm.context}, hidden {list(c.arm.hidden)}")
     table.add_row("synthesis", f"hidden {list(c.synthesis.hidden)}, "
                   f"{c.synthesis.residual_convs} residual 3x3 conv(s)")
+    table.add_row("weight prior", _prior_text(d.weight_prior))
     m = d.macs
     table.add_row("decoder MAC/pixel", f"{m.total:.1f} (ARM {m.arm:.1f}, "
                   f"upsampling {m.upsampling:.1f}, synthesis {m.synthesis:.1f})")
@@ -238,22 +239,33 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
 @app.command()
 @clean_errors
 def upgrade(
-    bitstream: Annotated[Path, typer.Argument(help="Format 2.0 bitstream (written by coolchic 0.2).")],
+    bitstream: Annotated[Path, typer.Argument(
+        help="Format 2.0 or 3.0 bitstream (written by coolchic 0.2 or 0.3).")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Where to write the current-format file [BITSTREAM-v3.bin].")] = None,
+        "--output", "-o", help="Where to write the current-format file [BITSTREAM-v4.bin].")] = None,
 ) -> None:
-    """Rewrite a format 2.0 bitstream in the current format, losslessly (same decoded image,
-    fewer bytes); no image or training needed."""
+    """Rewrite a format 2.0 or 3.0 bitstream in the current format, losslessly (same decoded
+    image, fewer bytes); no image or training needed."""
+    from coolchic.bitstream import FORMAT_MAJOR
     from coolchic.io import atomic_write_bytes
     from coolchic.legacy import upgrade as upgrade_bitstream
 
-    output = output or bitstream.with_name(f"{bitstream.stem}-v3{bitstream.suffix or '.bin'}")
+    output = output or bitstream.with_name(f"{bitstream.stem}-v{FORMAT_MAJOR}{bitstream.suffix or '.bin'}")
     _check_output(output)
     data = bitstream.read_bytes()
     new = upgrade_bitstream(data)
     atomic_write_bytes(output, new)
     console.print(f"[bold green]{output}[/]: {len(data)} -> {len(new)} bytes "
                   f"({100.0 * (len(new) - len(data)) / len(data):+.2f} %)", highlight=False)
+
+
+def _prior_text(prior_id: int) -> str:
+    from coolchic.payload import weight_priors
+
+    prior = weight_priors().get(prior_id)
+    if prior is None:
+        return "none (weights coded as they are)"
+    return f"{prior_id} (mean weights learned at lambda {prior.lmbda:g}; spec §5.2.1)"
 
 
 def _info_amortized(bitstream: Path) -> None:

@@ -15,7 +15,7 @@ from coolchic.config import DecoderConfig, grid_shapes
 from coolchic.entropy.coder import EntropyError
 from coolchic.entropy.fixedpoint import LATENT_MAX, IntegerArm
 from coolchic.entropy.latents import decode_latents, make_schedule
-from coolchic.payload import unpack_config, unpack_weights
+from coolchic.payload import prior_id_of, unpack_config, unpack_weights
 from coolchic.reconstruct import synthesize
 
 REQUIRED_SECTIONS = (SectionId.CONFIG, SectionId.WEIGHTS, SectionId.LATENTS)
@@ -54,6 +54,7 @@ class BitstreamInfo:
     section_bytes: dict[str, int]
     total_bytes: int
     macs: MacCount
+    weight_prior: int  # the registered weight prior the WEIGHTS section names (0: none)
 
     @property
     def bpp(self) -> float:
@@ -90,7 +91,8 @@ def describe(data: bytes | str | Path) -> BitstreamInfo:
     header, sections, config = _parse(raw)
     sizes = {SectionId(k).name: len(v) for k, v in sections.items()}
     macs = mac_per_pixel(config, header.height, header.width, header.channels)
-    return BitstreamInfo(header, config, sizes, len(raw), macs)
+    return BitstreamInfo(header, config, sizes, len(raw), macs,
+                         prior_id_of(sections[SectionId.WEIGHTS]))
 
 
 def decode(data: bytes | str | Path, *, device: str = "cpu",

@@ -85,7 +85,7 @@ def model_sections(q: QuantizedModel, header: Header) -> list[tuple[SectionId, b
     schedule = make_schedule(shapes, q.config.arm.context)
     return [
         (SectionId.CONFIG, pack_config(q.config)),
-        (SectionId.WEIGHTS, pack_weights(q.weights)),
+        (SectionId.WEIGHTS, pack_weights(q.weights, q.config, header.channels)),
         (SectionId.LATENTS, encode_latents(schedule, list(q.grids), IntegerArm(q.weights.arm))),
     ]
 

@@ -1,8 +1,9 @@
-"""Format 2.0 files rewritten as the current format, losslessly (`coolchic upgrade`).
+"""Format 2.0 and 3.0 files rewritten as the current format, losslessly (`coolchic upgrade`).
 
-Format 3.0 changed only how the COOLCHIC CONFIG and WEIGHTS payloads are written (spec
-§4.2); the integers they hold and the LATENTS section are the same, so a 2.0 file becomes
-a 3.0 file that decodes to the same image, without the original image or any training.
+Formats 3.0 and 4.0 changed only how the COOLCHIC CONFIG and WEIGHTS payloads are written
+(spec §4.2, §4.3); the integers they hold and the LATENTS section are the same, so an old
+file becomes a 4.0 file that decodes to the same image, without the original image or any
+training.
 Amortized streams keep their payloads; only their version byte and checksum change.
 """
 
@@ -10,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from coolchic.bitstream import BitstreamError, CodecId, SectionId, read_bitstream, write_bitstream
+from coolchic.bitstream import (
+    FORMAT_MAJOR,
+    MAGIC,
+    BitstreamError,
+    CodecId,
+    SectionId,
+    read_bitstream,
+    write_bitstream,
+)
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig
 from coolchic.entropy.coder import EntropyError, SymbolDecoder
 from coolchic.entropy.fixedpoint import MAX_FRAC, WEIGHT_MAX, QLayer
@@ -26,6 +35,7 @@ from coolchic.payload import (
 )
 
 V2_MAJOR = 2
+V3_MAJOR = 3
 
 
 def config_v2(data: bytes) -> DecoderConfig:
@@ -88,21 +98,31 @@ def _same(a: NetworkWeights, b: NetworkWeights) -> bool:
 
 
 def upgrade(data: bytes) -> bytes:
-    """The current-format rewrite of a format 2.0 bitstream (any codec).
+    """The current-format rewrite of a format 2.0 or 3.0 bitstream (any codec).
 
     Raises:
-        BitstreamError: `data` is not a valid 2.0 bitstream.
+        BitstreamError: `data` is not a valid 2.0 or 3.0 bitstream.
     """
-    header, sections = read_bitstream(data, major=V2_MAJOR)
+    found = data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
+    if found == FORMAT_MAJOR:
+        raise BitstreamError(f"bitstream is already format {FORMAT_MAJOR}.x; nothing to upgrade")
+    major = V3_MAJOR if found == V3_MAJOR else V2_MAJOR  # anything else: 2.0's reader says why
+    header, sections = read_bitstream(data, major=major)
     if header.codec_id == CodecId.COOLCHIC:
         if SectionId.CONFIG not in sections or SectionId.WEIGHTS not in sections:
-            raise BitstreamError("format 2.0 bitstream lacks its CONFIG or WEIGHTS section")
-        config = config_v2(sections[SectionId.CONFIG])
-        weights = weights_v2(sections[SectionId.WEIGHTS], config, header.channels)
-        new = {SectionId.CONFIG: pack_config(config), SectionId.WEIGHTS: pack_weights(weights)}
+            raise BitstreamError(f"format {major}.x bitstream lacks its CONFIG or WEIGHTS section")
+        if major == V2_MAJOR:
+            config = config_v2(sections[SectionId.CONFIG])
+            weights = weights_v2(sections[SectionId.WEIGHTS], config, header.channels)
+        else:
+            config = unpack_config(sections[SectionId.CONFIG])
+            weights = unpack_weights(sections[SectionId.WEIGHTS], config, header.channels,
+                                     has_prior_id=False)
+        new = {SectionId.CONFIG: pack_config(config),
+               SectionId.WEIGHTS: pack_weights(weights, config, header.channels)}
         # the rewrite must hold the same integers: read it back before handing it out
         if unpack_config(new[SectionId.CONFIG]) != config or not _same(
                 unpack_weights(new[SectionId.WEIGHTS], config, header.channels), weights):
-            raise AssertionError("format 3.0 rewrite does not read back")  # a bug, not bad input
+            raise AssertionError("format rewrite does not read back")  # a bug, not bad input
         sections = {**sections, **new}
     return write_bitstream(header, list(sections.items()))

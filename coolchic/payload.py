@@ -1,11 +1,13 @@
 """Payloads of the COOL-CHIC sections: the decoder configuration (CONFIG) and the
-quantized network weights (WEIGHTS), format 3.0. Used by both the encoder and the decoder; the formats
+quantized network weights (WEIGHTS), format 4.0. Used by both the encoder and the decoder; the formats
 are normative and described in ``bitstream_spec.md`` (section payloads)."""
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -76,6 +78,62 @@ def unpack_config(data: bytes) -> DecoderConfig:
 
 
 # ---- WEIGHTS ---------------------------------------------------------------------------
+PRIOR_FRAC = 16  # fractional bits of a weight prior's mean values
+PRIOR_ID_BITS = 4  # raw bits of the prior id that opens the WEIGHTS stream (0: no prior)
+PRIORS_PATH = Path(__file__).with_name("weight_priors.json")  # normative; hash in the spec
+
+
+@dataclass(frozen=True)
+class WeightPrior:
+    """Mean decoder weights learned on training images, for one decoder configuration; a
+    file that names it codes each weight as its difference from the mean rounded to the
+    weight's own step (format 4.0, spec §5.2)."""
+
+    id: int  # 1..15, the value written in the stream
+    config: DecoderConfig
+    channels: int
+    lmbda: float  # the lambda its training files were encoded at (the encoder's first pick)
+    means: tuple[tuple[np.ndarray, np.ndarray], ...]  # per layer (weight, bias), int64 at PRIOR_FRAC
+
+    def matches(self, config: DecoderConfig, channels: int) -> bool:
+        return self.config == config and self.channels == channels
+
+
+@functools.cache
+def weight_priors() -> dict[int, WeightPrior]:
+    """The registered weight priors by id, read from PRIORS_PATH."""
+    data = json.loads(PRIORS_PATH.read_text())
+    if data["frac"] != PRIOR_FRAC:
+        raise ValueError(f"{PRIORS_PATH.name}: frac {data['frac']} is not {PRIOR_FRAC}")
+    out: dict[int, WeightPrior] = {}
+    for entry in data["priors"]:
+        config = unpack_config(bytes.fromhex(entry["config"]))
+        shapes = [s for group in layer_shapes(config, entry["channels"]).values() for s in group]
+        flat = [np.asarray(m, dtype=np.int64) for m in entry["means"]]
+        if len(flat) != 2 * len(shapes) or not 1 <= entry["id"] < 1 << PRIOR_ID_BITS:
+            raise ValueError(f"{PRIORS_PATH.name}: prior {entry['id']} does not fit its configuration")
+        means = tuple((flat[2 * i].reshape(w), flat[2 * i + 1].reshape(b))
+                      for i, (w, b) in enumerate(shapes))
+        out[entry["id"]] = WeightPrior(entry["id"], config, entry["channels"], entry["lmbda"], means)
+    return out
+
+
+def priors_for(config: DecoderConfig, channels: int) -> list[WeightPrior]:
+    """The registered priors a file of this configuration may name."""
+    return [p for p in weight_priors().values() if p.matches(config, channels)]
+
+
+def predict(mean: np.ndarray, frac: int) -> np.ndarray:
+    """A prior's means (int64 at PRIOR_FRAC) at step 2^-frac, rounded half up, clipped to
+    [-WEIGHT_MAX, WEIGHT_MAX]: the integers a tensor is coded as the difference from."""
+    if frac >= PRIOR_FRAC:
+        p = mean << (frac - PRIOR_FRAC)
+    else:
+        s = PRIOR_FRAC - frac
+        p = (mean + (1 << (s - 1))) >> s
+    return np.clip(p, -WEIGHT_MAX, WEIGHT_MAX)
+
+
 @dataclass(frozen=True)
 class NetworkWeights:
     """All quantized layers of a decoder, in bitstream order: ARM, synthesis MLP, residual."""
@@ -176,17 +234,34 @@ def tensor_plan(values: np.ndarray, code: ParamCode = W_SCALE_CODE) -> tuple[int
     return best, float(bits[best])
 
 
-def layer_bits(layer: QLayer) -> float:
+LayerMeans = tuple[np.ndarray, np.ndarray]  # a prior's (weight, bias) means of one layer
+
+
+def _coded(layer: QLayer, means: LayerMeans | None) -> tuple[np.ndarray, np.ndarray]:
+    """The integers a layer's weight and bias tensors are coded as: themselves, or their
+    difference from the prior's prediction."""
+    if means is None:
+        return layer.weight, layer.bias
+    return (layer.weight - predict(means[0], layer.w_frac),
+            layer.bias - predict(means[1], layer.b_frac))
+
+
+def layer_bits(layer: QLayer, means: LayerMeans | None = None) -> float:
     """Coded bits of one layer's parameters and integers (stream flush excluded)."""
+    weight, bias = _coded(layer, means)
     bits = _param_costs(W_FRAC_CODE, W_FRAC_CODE.centre, MAX_FRAC + 1)[layer.w_frac]
     bits += _param_costs(B_FRAC_CODE, layer.w_frac, MAX_FRAC + 1)[layer.b_frac]
-    bits += tensor_plan(layer.weight, W_SCALE_CODE)[1] + tensor_plan(layer.bias, B_SCALE_CODE)[1]
+    bits += tensor_plan(weight, W_SCALE_CODE)[1] + tensor_plan(bias, B_SCALE_CODE)[1]
     return float(bits)
 
 
-def weights_bits(layers: tuple[QLayer, ...] | list[QLayer]) -> float:
-    """Bits of these layers in the WEIGHTS stream (the stream's framing excluded)."""
-    return sum(layer_bits(layer) for layer in layers)
+def weights_bits(layers: tuple[QLayer, ...] | list[QLayer],
+                 means: tuple[LayerMeans, ...] | None = None) -> float:
+    """Bits of these layers in the WEIGHTS stream (the prior id and the stream's framing
+    excluded), coded against a prior's `means` for the same layers when given."""
+    if means is None:
+        return sum(layer_bits(layer) for layer in layers)
+    return sum(layer_bits(layer, m) for layer, m in zip(layers, means, strict=True))
 
 
 def _put(encoder: SymbolEncoder, value: int, centre: int, scale: int) -> None:
@@ -201,9 +276,7 @@ def _get(decoder: SymbolDecoder, centre: int, scale: int, limit: int, name: str)
 
 
 def _put_tensor(encoder: SymbolEncoder, values: np.ndarray, code: ParamCode) -> None:
-    v = values.reshape(-1).astype(np.int64)
-    if np.abs(v).max(initial=0) > WEIGHT_MAX:
-        raise ValueError("quantized weight outside [-WEIGHT_MAX, WEIGHT_MAX]")
+    v = values.reshape(-1).astype(np.int64)  # the weights, or their difference from a prior
     scale = tensor_plan(v, code)[0]
     _put(encoder, scale, code.centre, code.scale)
     k = shift_of(scale)
@@ -214,48 +287,111 @@ def _put_tensor(encoder: SymbolEncoder, values: np.ndarray, code: ParamCode) -> 
         encoder.encode_bits(((low[:, None] >> np.arange(k - 1, -1, -1)) & 1).ravel())
 
 
-def _get_tensor(decoder: SymbolDecoder, shape: tuple, code: ParamCode) -> np.ndarray:
+def _get_tensor(decoder: SymbolDecoder, shape: tuple, code: ParamCode,
+                prediction: np.ndarray | None) -> np.ndarray:
     scale = _get(decoder, code.centre, code.scale, S_MAX, "scale index")
     n, k = int(np.prod(shape)), shift_of(scale)
     coarse = decoder.decode(np.zeros(n, np.int64), np.full(n, coarse_row(scale)))
-    if np.abs(coarse).max(initial=0) > WEIGHT_MAX:  # before shifting: no overflow
+    if np.abs(coarse).max(initial=0) > 2 * WEIGHT_MAX:  # before shifting: no overflow
         raise BitstreamError("WEIGHTS section decodes to out-of-range weights")
     v = coarse << k
     if k:
         bits = decoder.decode_bits(n * k).reshape(n, k)
         v += bits @ (1 << np.arange(k - 1, -1, -1))
+    v = v.reshape(shape)
+    if prediction is not None:
+        v = v + prediction
     if np.abs(v).max(initial=0) > WEIGHT_MAX:
         raise BitstreamError("WEIGHTS section decodes to out-of-range weights")
-    return v.reshape(shape)
+    return v
 
 
-def pack_weights(weights: NetworkWeights) -> bytes:
-    """One symbol stream: per layer its w_frac and b_frac, then the weight tensor (its
-    log-scale index, coarse integers, raw low bits), then the bias tensor likewise."""
+def best_prior(weights: NetworkWeights, config: DecoderConfig, channels: int) -> int:
+    """The prior id (0: none) that codes these weights in the fewest bits."""
+    layers = weights.layers()
+    best, best_bits = 0, weights_bits(layers)
+    for prior in priors_for(config, channels):
+        bits = weights_bits(layers, prior.means)
+        if bits < best_bits:
+            best, best_bits = prior.id, bits
+    return best
+
+
+def pack_weights(weights: NetworkWeights, config: DecoderConfig, channels: int, *,
+                 prior_id: int | None = None) -> bytes:
+    """One symbol stream: the prior id (PRIOR_ID_BITS raw bits; `None`: the best one for
+    these weights), then per layer its w_frac and b_frac, the weight tensor (its log-scale
+    index, coarse integers, raw low bits; less the prior's prediction when there is one),
+    then the bias tensor likewise."""
+    if prior_id is None:
+        prior_id = best_prior(weights, config, channels)
+    means = _prior_means(prior_id, config, channels, ValueError)
+    layers = weights.layers()
     encoder = SymbolEncoder(inline_escapes=True)
-    for layer in weights.layers():
+    encoder.encode_bits((prior_id >> np.arange(PRIOR_ID_BITS - 1, -1, -1)) & 1)
+    for i, layer in enumerate(layers):
         if not (0 <= layer.w_frac <= MAX_FRAC and 0 <= layer.b_frac <= MAX_FRAC):
             raise ValueError("fractional bits outside [0, MAX_FRAC]")
+        if max(np.abs(layer.weight).max(initial=0), np.abs(layer.bias).max(initial=0)) > WEIGHT_MAX:
+            raise ValueError("quantized weight outside [-WEIGHT_MAX, WEIGHT_MAX]")
+        weight, bias = _coded(layer, None if means is None else means[i])
         _put(encoder, layer.w_frac, W_FRAC_CODE.centre, W_FRAC_CODE.scale)
         _put(encoder, layer.b_frac, layer.w_frac, B_FRAC_CODE.scale)
-        _put_tensor(encoder, layer.weight, W_SCALE_CODE)
-        _put_tensor(encoder, layer.bias, B_SCALE_CODE)
+        _put_tensor(encoder, weight, W_SCALE_CODE)
+        _put_tensor(encoder, bias, B_SCALE_CODE)
     return encoder.finish()
 
 
-def unpack_weights(data: bytes, config: DecoderConfig, channels: int) -> NetworkWeights:
+def _prior_means(prior_id: int, config: DecoderConfig, channels: int,
+                 error: type[Exception]) -> tuple[LayerMeans, ...] | None:
+    if prior_id == 0:
+        return None
+    prior = weight_priors().get(prior_id)
+    if prior is None:
+        raise error(f"WEIGHTS section names weight prior {prior_id}, which is not registered")
+    if not prior.matches(config, channels):
+        raise error(f"WEIGHTS section names weight prior {prior_id}, which belongs to "
+                    "another decoder configuration")
+    return prior.means
+
+
+def _read_prior_id(decoder: SymbolDecoder) -> int:
+    bits = decoder.decode_bits(PRIOR_ID_BITS)
+    return int(bits @ (1 << np.arange(PRIOR_ID_BITS - 1, -1, -1)))
+
+
+def prior_id_of(data: bytes) -> int:
+    """The weight prior id a WEIGHTS payload names (0: none), without decoding the rest."""
+    try:
+        return _read_prior_id(SymbolDecoder(data, inline_escapes=True))
+    except EntropyError as exc:
+        raise BitstreamError(f"corrupt WEIGHTS section: {exc}") from None
+
+
+def unpack_weights(data: bytes, config: DecoderConfig, channels: int, *,
+                   has_prior_id: bool = True) -> NetworkWeights:
+    """The layers of a WEIGHTS payload (`has_prior_id` False: a format 3.0 payload, which
+    has no prior id and no prior)."""
     shapes = layer_shapes(config, channels)
     try:
         decoder = SymbolDecoder(data, inline_escapes=True)
+        means = None
+        if has_prior_id:
+            means = _prior_means(_read_prior_id(decoder), config, channels, BitstreamError)
         groups: dict[str, list[QLayer]] = {}
+        index = 0
         for name, group in shapes.items():
             groups[name] = []
             for w_shape, b_shape in group:
+                w_mean, b_mean = (None, None) if means is None else means[index]
                 w_frac = _get(decoder, W_FRAC_CODE.centre, W_FRAC_CODE.scale, MAX_FRAC, "w_frac")
                 b_frac = _get(decoder, w_frac, B_FRAC_CODE.scale, MAX_FRAC, "b_frac")
-                weight = _get_tensor(decoder, w_shape, W_SCALE_CODE)
-                bias = _get_tensor(decoder, b_shape, B_SCALE_CODE)
+                weight = _get_tensor(decoder, w_shape, W_SCALE_CODE,
+                                     None if w_mean is None else predict(w_mean, w_frac))
+                bias = _get_tensor(decoder, b_shape, B_SCALE_CODE,
+                                   None if b_mean is None else predict(b_mean, b_frac))
                 groups[name].append(QLayer(weight, bias, w_frac, b_frac))
+                index += 1
         decoder.finish()
     except EntropyError as exc:
         raise BitstreamError(f"corrupt WEIGHTS section: {exc}") from None

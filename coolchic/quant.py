@@ -18,7 +18,7 @@ from coolchic.entropy.fixedpoint import LATENT_MAX, WEIGHT_MAX, IntegerArm, QLay
 from coolchic.entropy.latents import latent_bits, make_schedule
 from coolchic.model.coolchic import CoolChic
 from coolchic.model.softround import soft_round_noise
-from coolchic.payload import NetworkWeights, weights_bits
+from coolchic.payload import NetworkWeights, priors_for, weights_bits
 from coolchic.reconstruct import synthesize
 
 QuantizerKind = Literal["noise", "softround", "ste", "round"]
@@ -154,6 +154,17 @@ class _Search:
         # the current integer layers of each group; the others' are held here while one
         # group is searched
         self.chosen = {name: self.uniform(name, (FRAC_START, FRAC_START)) for name in self.float_layers}
+        # the weight prior whose lambda is nearest (the file names whichever prior codes
+        # the final integers best, pack_weights decides): its means by group
+        priors = priors_for(model.config, model.channels)
+        self.prior_means: dict[str, tuple | None] = dict.fromkeys(self.float_layers)
+        if priors:
+            prior = min(priors, key=lambda p: abs(np.log(p.lmbda / lmbda)))
+            start = 0
+            for name in ("arm", "mlp", "residual"):
+                n = len(self.float_layers[name])
+                self.prior_means[name] = prior.means[start : start + n]
+                start += n
 
     def uniform(self, name: str, fracs: tuple[int, int]) -> tuple[QLayer, ...]:
         """Group `name` quantized with the same (w_frac, b_frac) for every layer."""
@@ -170,7 +181,7 @@ class _Search:
     def layers_cost(self, name: str, layers: tuple[QLayer, ...]) -> float:
         """True cost with the integer `layers` for group `name`, the others as chosen.
         (The ARM's cost leaves out the distortion, which it does not change.)"""
-        bits = weights_bits(layers)
+        bits = weights_bits(layers, self.prior_means[name])
         if name == "arm":
             bits += latent_bits(self.schedule, list(self.grids), IntegerArm(layers))
             return self.lmbda * bits / self.n_pixels

@@ -56,7 +56,7 @@ def test_a_stream_round_trips_header_and_sections():
 
 def test_the_bytes_of_a_reference_stream_are_frozen():
     golden = bytes.fromhex(
-        "43434843" "03" "00" "01" "0300" "0500" "03" "08" "03"
+        "43434843" "04" "00" "01" "0300" "0500" "03" "08" "03"
         "01" "02" "0102" "02" "00" "03" "03" "78797a"
     )
     data = write_bitstream(HEADER, SECTIONS)
@@ -117,8 +117,9 @@ def test_a_corrupt_payload_gives_a_checksum_mismatch():
 
 
 def test_a_newer_major_version_is_refused_with_an_upgrade_message():
-    with pytest.raises(BitstreamError, match=r"version 4\.0 is newer .* upgrade coolchic"):
-        read_bitstream(forge(format_major=4))
+    newer = bs.FORMAT_MAJOR + 1
+    with pytest.raises(BitstreamError, match=rf"version {newer}\.0 is newer .* upgrade coolchic"):
+        read_bitstream(forge(format_major=newer))
     with pytest.raises(BitstreamError, match=r"version 0\.3 is not supported"):
         read_bitstream(forge(format_major=0, format_minor=3))
 

@@ -55,7 +55,7 @@ def test_decode_defaults_to_the_bitstream_name_with_png(files):
 def test_info_shows_sections_and_mac_per_pixel(files):
     result = runner.invoke(app, ["info", str(files / "img.bin")])
     assert result.exit_code == 0
-    for word in ("LATENTS", "WEIGHTS", "CONFIG", "MAC/pixel"):
+    for word in ("LATENTS", "WEIGHTS", "CONFIG", "MAC/pixel", "weight prior"):
         assert word in result.stdout
 
 

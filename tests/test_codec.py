@@ -171,7 +171,14 @@ def test_wide_weights_cost_close_to_their_entropy_not_escapes():
 def test_coded_weights_size_matches_the_estimate_and_round_trips():
     from coolchic.config import ARCHS
     from coolchic.entropy.fixedpoint import QLayer
-    from coolchic.payload import NetworkWeights, layer_shapes, pack_weights, unpack_weights, weights_bits
+    from coolchic.payload import (
+        PRIOR_ID_BITS,
+        NetworkWeights,
+        layer_shapes,
+        pack_weights,
+        unpack_weights,
+        weights_bits,
+    )
 
     rng = np.random.default_rng(2)
     config = ARCHS["default"]
@@ -182,12 +189,12 @@ def test_coded_weights_size_matches_the_estimate_and_round_trips():
                    np.round(rng.normal(120 * j, 5, b)).astype(np.int64), 3 + j + i, 9 - j)
             for j, (w, b) in enumerate(shapes))
     weights = NetworkWeights(groups["arm"], groups["mlp"], groups["residual"])
-    data = pack_weights(weights)
+    data = pack_weights(weights, config, 3, prior_id=0)
     back = unpack_weights(data, config, 3)
     for a, b in zip(weights.layers(), back.layers()):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
         assert (a.w_frac, a.b_frac) == (b.w_frac, b.b_frac)
-    estimate = weights_bits(weights.layers()) / 8
+    estimate = (weights_bits(weights.layers()) + PRIOR_ID_BITS) / 8
     assert estimate <= len(data) <= estimate + 10  # one varint and the stream's last word
 
 
