@@ -6,9 +6,10 @@ then prints each image's
 points and BD-rates, and the BD-rate of the mean curve over the images that have every
 lambda. Only finished encodes are in the rows, so this runs on a partial run too.
 
-The rows give the bytes as encoded (coolchic 0.2 wrote format 2.0); the committed
-bitstreams are in the current format (the 2.0 files rewritten by `coolchic upgrade`, same
-decoded images), and every table is printed for both.
+The rows give the bytes as encoded (coolchic 0.2 wrote format 2.0 for the first 8
+encodes, coolchic 0.3 format 3.0 for the last 4); the committed bitstreams are in the
+current format 4.0 (the files rewritten by `coolchic upgrade`, same decoded images), and
+every table is printed for both.
 
     python results/kodak-paper-grade/report.py
 """
@@ -65,7 +66,7 @@ def _as_committed(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     encoded = _rows(HERE / "run" / "rows" / "coolchic-slow")
-    for title, ours in (("as encoded", encoded), ("committed files (format 3.0)", _as_committed(encoded))):
+    for title, ours in (("as encoded", encoded), ("committed files (format 4.0)", _as_committed(encoded))):
         print(f"\n## {title}\n")
         _report(ours)
 
