@@ -7,9 +7,9 @@ points and BD-rates, and the BD-rate of the mean curve over the images that have
 lambda. Only finished encodes are in the rows, so this runs on a partial run too.
 
 The rows give the bytes as encoded (coolchic 0.2 wrote format 2.0 for the first 8
-encodes, coolchic 0.3 format 3.0 for the last 4); the committed bitstreams are in the
-current format 4.0 (the files rewritten by `coolchic upgrade`, same decoded images), and
-every table is printed for both.
+encodes, coolchic 0.4 format 4.0 for the last 4); the committed bitstreams are all in
+format 4.0 (the first 8 rewritten by `coolchic upgrade`, same decoded images), and every
+table is printed for both.
 
     python results/kodak-paper-grade/report.py
 """
