@@ -10,8 +10,9 @@ copy a finished run to ``results/<name>/`` to publish it.
 Protocols (``PRESET=...``):
 
 - ``quick`` (default): 256x256 centre crops of the 24 Kodak images, training preset
-  ``quick``. A CPU protocol meant to finish within 60 minutes on 2 cores (58 min on the
-  2-core AMD EPYC VM, results/kodak-quick-4500/). The centres of
+  ``quick``. A CPU protocol meant to finish within 60 minutes on 2 cores (38 min 41 s on
+  the 2-core Intel Xeon VM, results/kodak-quick-7000/; about 90 min on the slower AMD
+  EPYC VM). The centres of
   Kodak images hold more detail than their borders: the classical codecs need about 40 %
   more bits on these crops than on whole images at equal PSNR (BD-rate, measured for
   HEVC, AVIF, WebP and JPEG), so its numbers are not the paper's. It checks the pipeline
