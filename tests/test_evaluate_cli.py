@@ -21,7 +21,7 @@ from coolchic.evaluate.published import (
     paper_points,
     published_curves,
 )
-from coolchic.evaluate.report import CurvePoint, bd_matrix, bdrate_markdown, curves
+from coolchic.evaluate.report import CurvePoint, bd_matrix, bd_rate_rows_markdown, bdrate_markdown, curves
 from coolchic.evaluate.reproduce import find_kodak, protocol_for
 from coolchic.evaluate.store import Row
 from tests.conftest import synthetic_image
@@ -134,6 +134,23 @@ def test_curve_points_average_psnr_both_ways():
     expected = 10 * math.log10(255**2 / ((10**-3 + 10**-4) / 2 * 255**2))
     assert point.psnr_of_mean_mse_db == pytest.approx(expected)
     assert point.psnr_of_mean_mse_db < point.psnr_db
+
+
+def test_bd_rate_rows_table_uses_complete_points_only():
+    rows = []
+    for codec, shift in (("anchor", 0.0), ("ours", 1.0)):
+        for image in ("a", "b"):
+            rows += [_row(codec, image, s, b, p + shift)
+                     for s, b, p in ((1, 0.2, 28.0), (2, 0.5, 32.0), (3, 1.0, 36.0))]
+    text = bd_rate_rows_markdown(rows, ["ours"], ["anchor"], 2, label="codec")
+    header, rule, line = text.splitlines()
+    assert header == "| codec | anchor |" and rule == "| --- | ---: |"
+    value = float(line.split("|")[2].strip().rstrip(" %"))
+    assert value < 0  # 1 dB better at every rate: fewer bits
+    # a point missing one image leaves the curve: one point fewer, another number
+    partial = [r for r in rows if not (r.codec == "ours" and r.image == "b" and r.lmbda == 3)]
+    other = bd_rate_rows_markdown(partial, ["ours"], ["anchor"], 2).splitlines()[2]
+    assert other != line
 
 
 def test_bd_matrix_and_markdown_list_every_codec_against_the_anchor(tmp_path):

@@ -108,6 +108,19 @@ def bd_matrix(curve_map: dict[str, Sequence[CurvePoint]], anchors: Sequence[str]
     return entries
 
 
+def bd_rate_rows_markdown(rows: Sequence[Row], codecs: Sequence[str], anchors: Sequence[str],
+                          n_images: int, *, label: str = "curve") -> str:
+    """A markdown table of the BD-rate (mean PSNR) of each of ``codecs`` against each of
+    ``anchors``, from per-image rows; only points averaged over all ``n_images`` count."""
+    curve_map = {codec: complete_points(points, n_images) for codec, points in curves(rows).items()}
+    entries = {(e.codec, e.anchor): e for e in bd_matrix(curve_map, anchors)}
+    lines = [f"| {label} | " + " | ".join(anchors) + " |", "| --- |" + " ---: |" * len(anchors)]
+    for codec in codecs:
+        cells = [f"{entries[(codec, a)].bd_rate_psnr_pct:+.2f} %" for a in anchors]
+        lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _finite_only(bd, *curves: Sequence[float]) -> BdResult:
     """``bd(*curves)``, or NaN when a curve cannot be interpolated: a quality that is not
     finite (MS-SSIM of images too small for 5 scales, PSNR of a lossless point) or two

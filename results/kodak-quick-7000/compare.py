@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coolchic.evaluate.report import bd_matrix, complete_points, curves
+from coolchic.evaluate.report import bd_rate_rows_markdown
 from coolchic.evaluate.store import job_stem, read_tsv
 from coolchic.legacy import upgrade
 from coolchic.metrics import mean_psnr
@@ -64,16 +64,10 @@ def main() -> None:
     n_images = len({k[0] for k in pairs})
     ours = [old[k] for k in pairs] + [new[k] for k in pairs]
     print("\nBD-rate (mean RGB PSNR), negative = fewer bits than the anchor:\n")
-    print("| curve | anchors from | " + " | ".join(ANCHORS) + " |")
-    print("| --- | --- |" + " ---: |" * len(ANCHORS))
     for source, rows in (("4500 run", old_rows), ("7000 run", new_rows)):
         anchors = [r for r in rows if r.codec in ANCHORS and r.image in {k[0] for k in pairs}]
-        curve_map = {codec: complete_points(points, n_images)
-                     for codec, points in curves(anchors + ours).items()}
-        entries = {(e.codec, e.anchor): e for e in bd_matrix(curve_map, ANCHORS)}
-        for codec in ("4500 (format 4.0)", "7000"):
-            cells = [f"{entries[(codec, a)].bd_rate_psnr_pct:+.2f} %" for a in ANCHORS]
-            print(f"| {codec} | {source} | " + " | ".join(cells) + " |")
+        print(f"Anchors from the {source}:\n")
+        print(bd_rate_rows_markdown(anchors + ours, ("4500 (format 4.0)", "7000"), ANCHORS, n_images) + "\n")
 
 
 if __name__ == "__main__":

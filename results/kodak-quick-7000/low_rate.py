@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coolchic.evaluate.report import bd_matrix, complete_points, curves
+from coolchic.evaluate.report import bd_rate_rows_markdown
 from coolchic.evaluate.store import read_tsv
 
 HERE = Path(__file__).resolve().parent
@@ -43,14 +43,9 @@ def main() -> None:
     mixed = [dataclasses.replace(longer[r.image] if r.lmbda == 0.02 else r, codec="2e-2 at 10500")
              for r in ours]
     anchors = [r for r in base if r.codec in ANCHORS]
-    curve_map = {codec: complete_points(points, 24)
-                 for codec, points in curves(anchors + ours + mixed).items()}
-    entries = {(e.codec, e.anchor): e for e in bd_matrix(curve_map, ANCHORS)}
-    print("\n| curve | " + " | ".join(ANCHORS) + " |")
-    print("| --- |" + " ---: |" * len(ANCHORS))
-    for codec in ("coolchic-quick-it7000", "2e-2 at 10500"):
-        cells = [f"{entries[(codec, a)].bd_rate_psnr_pct:+.2f} %" for a in ANCHORS]
-        print(f"| {codec} | " + " | ".join(cells) + " |")
+    print()
+    codecs = ("coolchic-quick-it7000", "2e-2 at 10500")
+    print(bd_rate_rows_markdown(anchors + ours + mixed, codecs, ANCHORS, 24))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 from coolchic.bitstream import SectionId, read_bitstream
 from coolchic.decode import decode
 from coolchic.evaluate.datasets import load_image
-from coolchic.evaluate.report import bd_matrix, complete_points, curves
+from coolchic.evaluate.report import bd_rate_rows_markdown
 from coolchic.evaluate.store import job_stem, read_tsv
 from coolchic.legacy import upgrade
 from coolchic.metrics import psnr_images
@@ -67,15 +67,8 @@ def main() -> None:
         print(f"| {lmbda:g} | {a:,.1f} | {b:,.1f} | {100 * (a - b) / a:.2f} % | "
               f"{w3:.1f} -> {w4:.1f} | {ids} |")
     others = [r for r in rows if r.codec in ANCHORS]
-    curve_map = {codec: complete_points(points, 24)
-                 for codec, points in curves(others + v3 + v4).items()}
-    entries = {(e.codec, e.anchor): e for e in bd_matrix(curve_map, ANCHORS)}
     print()
-    print("| format | " + " | ".join(ANCHORS) + " |")
-    print("| --- |" + " ---: |" * len(ANCHORS))
-    for codec in ("format 3.0", "format 4.0"):
-        cells = [f"{entries[(codec, a)].bd_rate_psnr_pct:+.2f} %" for a in ANCHORS]
-        print(f"| {codec} | " + " | ".join(cells) + " |")
+    print(bd_rate_rows_markdown(others + v3 + v4, ("format 3.0", "format 4.0"), ANCHORS, 24, label="format"))
 
 
 if __name__ == "__main__":
