@@ -2,8 +2,8 @@
 
 1. Every bitstream in a folder decodes on the GPU (upsampling and synthesis on CUDA) to
    the same image as on the CPU, bit for bit.
-2. The time of one training iteration on CUDA against the CPU, on one 256x256 crop of
-   a bitstream's size and on a 768x512 image, with the default decoder.
+2. The time of one training iteration on CUDA against the CPU, on a random 256x256 and
+   a random 768x512 image, with the default decoder.
 
     python benchmarks/cuda_check.py results/kodak-quick-7000/bitstreams
 """
