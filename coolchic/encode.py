@@ -27,7 +27,7 @@ from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.io import read_image
 from coolchic.metrics import psnr_images
 from coolchic.payload import pack_config, pack_weights
-from coolchic.presets import DEFAULT_PRESET, get_preset
+from coolchic.presets import DEFAULT_PRESET, Preset, get_preset
 from coolchic.quant import QuantizedModel, integerize
 from coolchic.reconstruct import synthesize
 from coolchic.train import CompileMode, ProgressCallback, overfit
@@ -94,11 +94,11 @@ def encode(
     image: np.ndarray | str | Path,
     *,
     lmbda: float,
-    preset: str = DEFAULT_PRESET,
+    preset: str | Preset = DEFAULT_PRESET,
     iterations: int | None = None,
     device: str = "cpu",
     seed: int = 0,
-    arch: str | None = None,
+    arch: str | DecoderConfig | None = None,
     callback: ProgressCallback | None = None,
     threads: int | None = None,
     compile: CompileMode = "auto",
@@ -107,11 +107,12 @@ def encode(
 
     Args:
         lmbda: weight of the rate (bits per pixel) against the MSE on [0, 1]; > 0.
-        preset: training recipe name (coolchic.presets.PRESETS).
+        preset: training recipe name (coolchic.presets.PRESETS), or a Preset of one's own.
         iterations: total training iterations, overriding the preset's (phases scaled).
         device: 'cpu' or 'cuda' for training.
         arch: decoder configuration name (coolchic.config.ARCHS), or "auto" (None): the
-            one `coolchic.config.auto_arch` picks for this image size and lambda.
+            one `coolchic.config.auto_arch` picks for this image size and lambda; or a
+            DecoderConfig of one's own (reported as "custom").
         callback: called after every training iteration with a Progress record.
         threads: training threads (None: this machine's cores, or OMP_NUM_THREADS; at
             most 4); the native kernels give the same bitstream for any count. See
@@ -121,17 +122,21 @@ def encode(
     """
     if not (isinstance(lmbda, (int, float)) and math.isfinite(lmbda) and lmbda > 0):
         raise ValueError(f"lambda must be a finite number > 0, got {lmbda}")
-    recipe = get_preset(preset)
+    recipe = preset if isinstance(preset, Preset) else get_preset(preset)
     if iterations is not None:
         recipe = recipe.scaled_to(iterations)
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    check_arch_name(arch or AUTO_ARCH)
+    if not isinstance(arch, DecoderConfig):
+        check_arch_name(arch or AUTO_ARCH)
     check_device(device)
     array, bit_depth = _as_image(image)
     h, w, c = array.shape
-    arch_name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
-    config = get_arch(arch_name)
+    if isinstance(arch, DecoderConfig):
+        arch_name, config = "custom", arch
+    else:
+        arch_name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
+        config = get_arch(arch_name)
     if h * w > DECODER_MAX_PIXELS:
         raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
     config = effective_config(config, h, w)
@@ -150,7 +155,7 @@ def encode(
 
     sizes = {sid.name: len(payload) for sid, payload in sections}
     report = EncodeReport(
-        height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=preset,
+        height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=recipe.name,
         arch=arch_name, iterations=recipe.iterations, n_bytes=len(data), section_bytes=sizes,
         bpp=8.0 * len(data) / (h * w), psnr_db=psnr_images(array, reconstruction, bit_depth),
         encode_seconds=seconds, mac_per_pixel=mac_per_pixel(config, h, w, c).total,
