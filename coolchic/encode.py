@@ -14,9 +14,11 @@ from coolchic.bitstream import CodecId, Header, SectionId, write_bitstream
 from coolchic.complexity import mac_per_pixel
 from coolchic.config import (
     AUTO_ARCH,
+    BEST_ARCH,
     DecoderConfig,
     LatentConfig,
     auto_arch,
+    best_candidates,
     check_arch_name,
     get_arch,
     grid_shapes,
@@ -79,6 +81,13 @@ def _as_image(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
     return array, 8 if array.dtype == np.uint8 else 16
 
 
+def _offset(callback: ProgressCallback | None, k: int, n: int) -> ProgressCallback | None:
+    """The callback of the k-th of n trainings in a row, counting over all n."""
+    if callback is None or n == 1:
+        return callback
+    return lambda p: callback(replace(p, iteration=p.iteration + k * p.total, total=n * p.total))
+
+
 def model_sections(q: QuantizedModel, header: Header) -> list[tuple[SectionId, bytes]]:
     """The COOL-CHIC sections of a quantized model, in bitstream order."""
     shapes = grid_shapes(header.height, header.width, q.config.latents.n_grids)
@@ -110,9 +119,11 @@ def encode(
         preset: training recipe name (coolchic.presets.PRESETS), or a Preset of one's own.
         iterations: total training iterations, overriding the preset's (phases scaled).
         device: 'cpu' or 'cuda' for training.
-        arch: decoder configuration name (coolchic.config.ARCHS), or "auto" (None): the
-            one `coolchic.config.auto_arch` picks for this image size and lambda; or a
-            DecoderConfig of one's own (reported as "custom").
+        arch: decoder configuration name (coolchic.config.ARCHS); "auto" (None): the
+            one `coolchic.config.auto_arch` picks for this image size and lambda; "best":
+            encode with each of `coolchic.config.best_candidates` and keep the one of
+            lowest true RD cost (up to twice the time); or a DecoderConfig of one's own
+            (reported as "custom").
         callback: called after every training iteration with a Progress record.
         threads: training threads (None: this machine's cores, or OMP_NUM_THREADS; at
             most 4); the native kernels give the same bitstream for any count. See
@@ -132,32 +143,42 @@ def encode(
     check_device(device)
     array, bit_depth = _as_image(image)
     h, w, c = array.shape
-    if isinstance(arch, DecoderConfig):
-        arch_name, config = "custom", arch
-    else:
-        arch_name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
-        config = get_arch(arch_name)
     if h * w > DECODER_MAX_PIXELS:
         raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
-    config = effective_config(config, h, w)
+    if isinstance(arch, DecoderConfig):
+        candidates = [("custom", arch)]
+    elif arch == BEST_ARCH:
+        candidates = [(name, get_arch(name)) for name in best_candidates(lmbda, h, w)]
+    else:
+        name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
+        candidates = [(name, get_arch(name))]
 
     start = time.perf_counter()
     x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
     x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
-    model = overfit(x, config, recipe, lmbda, seed=seed, device=device, callback=callback,
-                    threads=threads, compile=compile).cpu()
-    q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
-    sections = model_sections(q, header)
-    data = write_bitstream(header, sections)
-    reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth)
+    best = None
+    for k, (name, config) in enumerate(candidates):
+        config = effective_config(config, h, w)
+        model = overfit(x, config, recipe, lmbda, seed=seed, device=device,
+                        callback=_offset(callback, k, len(candidates)), threads=threads,
+                        compile=compile).cpu()
+        q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
+        sections = model_sections(q, header)
+        data = write_bitstream(header, sections)
+        reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth)
+        psnr = psnr_images(array, reconstruction, bit_depth)
+        cost = 10.0 ** (-psnr / 10.0) + lmbda * 8.0 * len(data) / (h * w)  # MSE on [0, 1] + lambda bpp
+        if best is None or cost < best[0]:
+            best = (cost, name, config, data, reconstruction, sections, psnr)
+    _, arch_name, config, data, reconstruction, sections, psnr = best
     seconds = time.perf_counter() - start
 
     sizes = {sid.name: len(payload) for sid, payload in sections}
     report = EncodeReport(
         height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=recipe.name,
-        arch=arch_name, iterations=recipe.iterations, n_bytes=len(data), section_bytes=sizes,
-        bpp=8.0 * len(data) / (h * w), psnr_db=psnr_images(array, reconstruction, bit_depth),
+        arch=arch_name, iterations=recipe.iterations * len(candidates), n_bytes=len(data),
+        section_bytes=sizes, bpp=8.0 * len(data) / (h * w), psnr_db=psnr,
         encode_seconds=seconds, mac_per_pixel=mac_per_pixel(config, h, w, c).total,
     )
     return EncodeResult(data, reconstruction, report)

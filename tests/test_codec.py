@@ -91,9 +91,10 @@ def test_sixteen_bit_images_decode_to_sixteen_bits():
     assert read_bitstream(result.data)[0].bit_depth == 16
 
 
-def test_default_configuration_costs_under_700_mac_per_pixel():
-    for size in ((512, 768), (768, 512), (64, 64), (1080, 1920)):
-        assert mac_per_pixel(ARCHS["default"], *size).total < 700
+def test_every_named_configuration_costs_under_700_mac_per_pixel():
+    for name, config in ARCHS.items():
+        for size in ((512, 768), (768, 512), (64, 64), (1080, 1920)):
+            assert mac_per_pixel(config, *size).total < 700, name
 
 
 def test_bad_lambda_preset_and_arch_are_refused_with_value_errors():
@@ -243,8 +244,8 @@ def test_auto_arch_picks_the_small_decoder_only_where_the_weights_weigh_on_the_f
     assert auto_arch(4e-3, 256, 256) == "default"
     assert auto_arch(2e-2, 512, 768) == "default"  # six times the pixels
     assert auto_arch(SMALL_FROM * 6, 512, 768) == "lite-noconv"
-    assert check_arch_name("auto") == "auto"
-    with pytest.raises(ValueError, match="auto, default"):
+    assert check_arch_name("auto") == "auto" and check_arch_name("best") == "best"
+    with pytest.raises(ValueError, match="auto, best, default"):
         check_arch_name("huge")
 
 
@@ -290,3 +291,25 @@ def test_spec_weights_section_states_the_codes_constants():
     assert f"centre w_frac and row 16 × 144 + {p.B_FRAC_CODE.scale}" in section
     for code in (p.W_SCALE_CODE, p.B_SCALE_CODE):
         assert f"parameter centre {code.centre} and row 16 × 144 + {code.scale}" in section
+
+
+def test_best_keeps_the_candidate_of_lowest_rd_cost_and_counts_progress_over_both():
+    from coolchic.config import best_candidates
+
+    image = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
+    lmbda = 1e-5  # small enough for auto to pick default on 256 pixels
+    assert best_candidates(lmbda, 16, 16) == ("default", "synth")
+    assert best_candidates(1e-2, 16, 16) == ("lite-noconv",)
+    seen = []
+    best = encode(image, lmbda=lmbda, iterations=6, arch="best", callback=seen.append)
+    singles = {name: encode(image, lmbda=lmbda, iterations=6, arch=name) for name in ("default", "synth")}
+
+    def cost(r):
+        return 10 ** (-r.report.psnr_db / 10) + lmbda * r.report.bpp
+
+    winner = min(singles, key=lambda name: cost(singles[name]))
+    assert best.report.arch == winner and best.data == singles[winner].data
+    assert best.report.iterations == 12 and [p.iteration for p in seen] == list(range(1, 13))
+    assert all(p.total == 12 for p in seen)
+    assert describe(singles["synth"].data).config.synthesis.residual_convs == 2
+    assert np.array_equal(decode(singles["synth"].data), singles["synth"].reconstruction)
