@@ -185,3 +185,17 @@ def bdrate_markdown(entries: Sequence[BdEntry], *, title: str, notes: Sequence[s
             )
         out.append("")
     return "\n".join(out)
+
+
+def paired_cost_cells(pairs: Sequence[tuple[dict, dict]], *, reference: bool = False) -> str:
+    """Markdown cells comparing encodes with their reference on the same images: images,
+    mean bpp, mean PSNR, J / J(reference) as geometric mean (range), on how many images J
+    is lower ('-' for the reference itself) and the mean encode seconds. Each pair is
+    (row, reference row); a row has bpp, psnr_db, j (true RD cost) and encode_s."""
+    ratios = np.array([a["j"] / b["j"] for a, b in pairs])
+    rows = [a for a, _ in pairs]
+    better = "-" if reference else str(sum(a["j"] < b["j"] for a, b in pairs))
+    return (f"{len(pairs)} | {np.mean([r['bpp'] for r in rows]):.4f} | "
+            f"{mean_psnr([r['psnr_db'] for r in rows]):.2f} dB | "
+            f"{np.exp(np.mean(np.log(ratios))):.4f} ({ratios.min():.4f}-{ratios.max():.4f}) | "
+            f"{better} | {np.mean([r['encode_s'] for r in rows]):.0f} |")

@@ -99,7 +99,7 @@ def _cpu() -> str:
 
 
 def report(opts) -> None:
-    from coolchic.metrics import mean_psnr
+    from coolchic.evaluate.report import paired_cost_cells
 
     found = [json.loads(p.read_text()) for p in sorted((opts.out / "rows").glob("*.json"))]
     by = {(r["image"], r["lmbda"], r["n_grids"]): r for r in found}
@@ -113,14 +113,8 @@ def report(opts) -> None:
                      if (i, lm, g) in by and (i, lm, 7) in by]
             if not pairs:
                 continue
-            ratios = np.array([a["j"] / b["j"] for a, b in pairs])
-            rows = [a for a, _ in pairs]
-            better = sum(a["j"] < b["j"] for a, b in pairs)
-            print(f"| {lm:g} | {g} | {rows[0]['mac_per_pixel']:.0f} | {len(pairs)} | "
-                  f"{np.mean([r['bpp'] for r in rows]):.4f} | "
-                  f"{mean_psnr([r['psnr_db'] for r in rows]):.2f} dB | "
-                  f"{np.exp(np.mean(np.log(ratios))):.4f} ({ratios.min():.4f}-{ratios.max():.4f}) | "
-                  f"{better if g != 7 else '-'} | {np.mean([r['encode_s'] for r in rows]):.0f} |")
+            print(f"| {lm:g} | {g} | {pairs[0][0]['mac_per_pixel']:.0f} | "
+                  + paired_cost_cells(pairs, reference=g == 7))
 
 
 def main() -> None:

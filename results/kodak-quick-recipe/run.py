@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 IMAGES = ("kodim01", "kodim04", "kodim07", "kodim10", "kodim13", "kodim16", "kodim19", "kodim22")
@@ -101,6 +98,7 @@ def run(opts) -> None:
 
     from coolchic.encode import encode
     from coolchic.evaluate.datasets import load_image
+    from coolchic.evaluate.provenance import machine_description
     from coolchic.presets import get_preset
 
     torch.set_num_threads(1)
@@ -135,7 +133,7 @@ def run(opts) -> None:
                "arch": report.arch, "mac_per_pixel": report.mac_per_pixel,
                "iterations": report.iterations, "bytes": report.n_bytes, "bpp": report.bpp,
                "psnr_db": report.psnr_db, "j": mse + lmbda * report.bpp,
-               "encode_s": report.encode_seconds, "machine": _machine(opts.device)}
+               "encode_s": report.encode_seconds, "machine": machine_description(opts.device)}
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(row, indent=1))
         tmp.replace(target)
@@ -143,23 +141,8 @@ def run(opts) -> None:
               f"J {row['j']:.6f} ({row['encode_s']:.0f} s)", flush=True)
 
 
-def _machine(device: str) -> str:
-    import torch
-
-    gpu = f" + {torch.cuda.get_device_name()}" if device == "cuda" else ""
-    return f"{platform.machine()} {_cpu()}{gpu}"
-
-
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
 def report(opts) -> None:
-    from coolchic.metrics import mean_psnr
+    from coolchic.evaluate.report import paired_cost_cells
 
     found = [json.loads(p.read_text()) for p in sorted((opts.out / "rows").glob("*.json"))]
     for r in found:  # rows of the first run: quick preset, 256x256 crops, CPU
@@ -177,15 +160,8 @@ def report(opts) -> None:
                          if (variant, i, lm, setting) in by and ("base", i, lm, setting) in by]
                 if not pairs:
                     continue
-                ratios = np.array([a["j"] / b["j"] for a, b in pairs])
-                mine = [a for a, _ in pairs]
-                better = sum(a["j"] < b["j"] for a, b in pairs)
-                print(f"| {setting} | {variant} | {what} | {lm:g} | {len(pairs)} | "
-                      f"{np.mean([r['bpp'] for r in mine]):.4f} | "
-                      f"{mean_psnr([r['psnr_db'] for r in mine]):.2f} dB | "
-                      f"{np.exp(np.mean(np.log(ratios))):.4f} ({ratios.min():.4f}-{ratios.max():.4f}) | "
-                      f"{better if variant != 'base' else '-'} | "
-                      f"{np.mean([r['encode_s'] for r in mine]):.0f} |")
+                print(f"| {setting} | {variant} | {what} | {lm:g} | "
+                      + paired_cost_cells(pairs, reference=variant == "base"))
 
 
 def main() -> None:
