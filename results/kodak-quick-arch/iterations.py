@@ -48,7 +48,8 @@ def main() -> None:
     for name, d in (("3000", short), ("4500", long)):
         ours = np.array(sorted(point(v) for v in d.values()))
         r = bd_rate(hevc[:, 0], hevc[:, 1], ours[:, 0], ours[:, 1])
-        print(f"{name} iterations: BD-rate vs hevc444 on the 8 crops {r.value:+.2f} % (overlap {r.overlap:.2f})")
+        print(f"{name} iterations: BD-rate vs hevc444 on the 8 crops {r.value:+.2f} %"
+              f" (overlap {r.overlap:.2f})")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,25 @@ The learned filter is not in the bitstream format: this only sizes the gain.
     python results/kodak-quick-upsampling/run.py 2/2 results/kodak-quick-upsampling/rows
     python results/kodak-quick-upsampling/run.py --report results/kodak-quick-upsampling/rows
 """
-import json, sys, time
+import json
+import sys
+import time
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
 from torch import nn
-import torch.nn.functional as F
-from coolchic.config import get_arch, auto_arch
+
+import coolchic.train as train_mod
+from coolchic.config import auto_arch, get_arch
 from coolchic.encode import effective_config
 from coolchic.evaluate.datasets import load_image
-from coolchic.model.coolchic import CoolChic, laplace_bits
 from coolchic.model.arm import gather_contexts
+from coolchic.model.coolchic import CoolChic, laplace_bits
 from coolchic.model.upsampling import TAPS, upsample_cascade
 from coolchic.presets import get_preset
 from coolchic.quant import make_quantizer
 from coolchic.train import overfit
-import coolchic.train as train_mod
 
 KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 
@@ -40,7 +44,10 @@ def up_axis(x, taps, dim, n_out):
     n = x.shape[dim]
     idx = torch.arange(-2, n + 2).clamp(0, n - 1)
     xp = x.index_select(dim, idx)
-    sl = lambda a: xp.narrow(dim, a, n)
+
+    def sl(a):
+        return xp.narrow(dim, a, n)
+
     even = sum(taps[k] * sl(k) for k in range(4))
     odd = sum(taps[3 - k] * sl(k + 1) for k in range(4))
     y = torch.stack((even, odd), dim=dim + 1 if dim >= 0 else dim)  # interleave
@@ -119,7 +126,7 @@ def main():
         config = effective_config(get_arch(auto_arch(lm, h, w)), h, w)
         orig = train_mod.CoolChic
         if learn != "fixed":  # the plain torch forward; fixed: the native kernels (same function)
-            train_mod.CoolChic = lambda cfg, hh, ww, cc: Lup(cfg, hh, ww, cc, learn)
+            train_mod.CoolChic = lambda cfg, hh, ww, cc, mode=learn: Lup(cfg, hh, ww, cc, mode)
         t0 = time.perf_counter()
         try:
             model = overfit(x, config, get_preset("quick"), lm, seed=0, threads=1,
@@ -132,15 +139,18 @@ def main():
         bpp = (float(rate) + extra) / (h * w)
         row = {"image": im, "lmbda": lm, "variant": learn, "mse": float(mse), "bpp": bpp,
                "psnr": -10 * np.log10(float(mse)), "J": float(mse) + lm * bpp,
-               "taps": None if learn == "fixed" else model.up_taps.detach().mul(256).tolist(), "s": time.perf_counter() - t0}
+               "taps": None if learn == "fixed" else model.up_taps.detach().mul(256).tolist(),
+               "s": time.perf_counter() - t0}
         target.write_text(json.dumps(row))
-        print(k, target.name, f"{bpp:.4f} bpp {row['psnr']:.2f} dB J {row['J']:.6f} {row['s']:.0f} s", flush=True)
+        print(k, target.name, f"{bpp:.4f} bpp {row['psnr']:.2f} dB J {row['J']:.6f} {row['s']:.0f} s",
+              flush=True)
 
 def report(rows_dir):
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
     by = {(r["variant"], r["image"], r["lmbda"]): r for r in rows}
     others = [v for v in ("learn", "norm") if any(r["variant"] == v for r in rows)]
-    print("| lambda | image | fixed: bpp / PSNR / J | " + " | ".join(f"{v}: bpp / PSNR / J ratio" for v in others) + " |")
+    heads = " | ".join(f"{v}: bpp / PSNR / J ratio" for v in others)
+    print("| lambda | image | fixed: bpp / PSNR / J | " + heads + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in others) + " |")
     ratios = {}
     for lm in sorted({r["lmbda"] for r in rows}):
@@ -156,7 +166,8 @@ def report(rows_dir):
                     continue
                 ratios.setdefault((v, lm), []).append(b["J"] / a["J"])
                 cells.append(f"{b['bpp']:.4f} / {b['psnr']:.2f} / {b['J'] / a['J']:.4f}")
-            print(f"| {lm:g} | {im} | {a['bpp']:.4f} / {a['psnr']:.2f} / {a['J']:.6f} | " + " | ".join(cells) + " |")
+            first = f"{a['bpp']:.4f} / {a['psnr']:.2f} / {a['J']:.6f}"
+            print(f"| {lm:g} | {im} | {first} | " + " | ".join(cells) + " |")
     print()
     for (v, lm), r in sorted(ratios.items()):
         print(f"{v} at lambda {lm:g}: J ratio to fixed, mean {np.mean(r):.4f}, median {np.median(r):.4f}, "
