@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from PIL import Image
@@ -20,6 +21,7 @@ from coolchic.evaluate.published import (
     paper_per_image,
     paper_points,
     published_curves,
+    read_reference_csv,
 )
 from coolchic.evaluate.report import CurvePoint, bd_matrix, bd_rate_rows_markdown, bdrate_markdown, curves
 from coolchic.evaluate.reproduce import find_kodak, protocol_for
@@ -108,6 +110,20 @@ def test_the_paper_lambdas_and_points_come_from_the_published_data():
     first = paper_points()[0]
     assert (first.bpp, first.psnr_db) == (1.7493, 40.7759)
     assert len(paper_per_image()) == 24 * 4
+
+
+def test_per_image_releases_agree_with_their_published_means():
+    for version in ("v3.4", "v5.0"):
+        points = paper_per_image(version)
+        means = {float(r["lmbda"]): r for r in read_reference_csv("ALL_image_avg.csv")
+                 if r["version"] == version and r["dataset"] == "image-kodak"}
+        assert len(points) == 24 * len(means) == 120
+        for lmbda, row in means.items():
+            ours = [v for (_, lm), v in points.items() if lm == lmbda]
+            assert np.mean([b for b, _ in ours]) == pytest.approx(float(row["mean_rate_bpp"]), abs=1e-4)
+            assert np.mean([p for _, p in ours]) == pytest.approx(float(row["mean_psnr_db"]), abs=1e-3)
+    with pytest.raises(ValueError, match="v2.0"):
+        paper_per_image("v2.0")
 
 
 def test_every_published_curve_has_a_citation_and_increasing_rates():

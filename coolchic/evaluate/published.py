@@ -177,9 +177,16 @@ def paper_lambdas() -> tuple[float, ...]:
     return tuple(p.lmbda for p in paper_points())
 
 
-def paper_per_image() -> dict[tuple[str, float], tuple[float, float]]:
-    """(image, lambda) -> (bpp, PSNR dB) of the COOL-CHIC paper on full Kodak images."""
+PER_IMAGE_VERSIONS = (PAPER_VERSION, "v3.4", "v5.0")  # releases with per-image Kodak files
+
+
+def paper_per_image(version: str = PAPER_VERSION) -> dict[tuple[str, float], tuple[float, float]]:
+    """(image, lambda) -> (bpp, PSNR dB) of a Cool-chic release on full Kodak images (the
+    COOL-CHIC paper by default)."""
+    if version not in PER_IMAGE_VERSIONS:
+        raise ValueError(f"no per-image Kodak results of {version!r}; packaged: "
+                         f"{', '.join(PER_IMAGE_VERSIONS)}")
     return {
         (r["seq"], float(r["lambda"])): (float(r["rate_bpp"]), float(r["psnr_db"]))
-        for r in read_reference_csv("image-kodak_v1.0_per_image.csv")
+        for r in read_reference_csv(f"image-kodak_{version}_per_image.csv")
     }

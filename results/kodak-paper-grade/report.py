@@ -9,7 +9,9 @@ lambda. Only finished encodes are in the rows, so this runs on a partial run too
 The rows give the bytes as encoded (coolchic 0.2 wrote format 2.0 for the first 8
 encodes, coolchic 0.4 format 4.0 for the last 4); the committed bitstreams are all in
 format 4.0 (the first 8 rewritten by `coolchic upgrade`, same decoded images), and every
-table is printed for both.
+table is printed for both. Last, the Cool-chic releases v3.4 and v5.0 (their published
+per-image Kodak results, packaged in coolchic/evaluate/reference/) on the same images
+against the same anchors, and our RD cost against theirs at the lambdas both have.
 
     python results/kodak-paper-grade/report.py
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from coolchic.evaluate.bdrate import bd_rate
+from coolchic.evaluate.published import paper_per_image
 from coolchic.metrics import mean_psnr
 
 HERE = Path(__file__).resolve().parent
@@ -69,6 +72,7 @@ def main() -> None:
     for title, ours in (("as encoded", encoded), ("committed files (format 4.0)", _as_committed(encoded))):
         print(f"\n## {title}\n")
         _report(ours)
+    _releases(_as_committed(encoded))
 
 
 def _report(ours: list[dict]) -> None:
@@ -109,6 +113,57 @@ def _report(ours: list[dict]) -> None:
     cells = [_bd(mean_curve(anchors[a], "quality"), mine) for a in ANCHORS]
     print(f"\nmean curve over {', '.join(complete)}: " + "; ".join(
         f"vs {a} {c}" for a, c in zip(ANCHORS, cells, strict=True)))
+
+
+def _releases(ours: list[dict]) -> None:
+    """Published Cool-chic releases on our images: BD-rates against our anchors (all five
+    published lambdas, and the three nearest ours: 4e-4, 4e-3, 2e-2), then J ours / J theirs
+    at the lambdas both ran (4e-3, 2e-2; J = MSE on [0, 1] + lambda bpp)."""
+    table = _table(HERE / "anchors" / "per_image.tsv")
+    images = sorted({r["image"] for r in ours})
+    print("\n## Cool-chic releases on the same images, against the same anchors\n")
+    print("| release | lambdas | image | " + " | ".join(ANCHORS) + " |")
+    print("| --- | --- | --- |" + " ---: |" * len(ANCHORS))
+    for version in ("v3.4", "v5.0"):
+        points = paper_per_image(version)
+        for label, keep in (("all 5", lambda lm: True), ("4e-4, 4e-3, 2e-2", lambda lm: lm >= 4e-4)):
+            for image in (*images, "mean"):
+                chosen = images if image == "mean" else [image]
+                groups: dict[float, list[tuple[float, float]]] = {}
+                for (name, lm), point in points.items():
+                    if name in chosen and keep(lm):
+                        groups.setdefault(lm, []).append(point)
+                theirs = np.array(sorted((np.mean([b for b, _ in g]), mean_psnr([q for _, q in g]))
+                                         for g in groups.values()))
+                cells = []
+                for a in ANCHORS:
+                    rows = [r for r in table if r["codec"] == a and r["image"] in chosen]
+                    by_q: dict[float, list[dict]] = {}
+                    for r in rows:
+                        by_q.setdefault(r["quality"], []).append(r)
+                    anchor = np.array(sorted((np.mean([r["bpp"] for r in g]),
+                                              mean_psnr([r["psnr_db"] for r in g]))
+                                             for g in by_q.values() if len(g) == len(chosen)))
+                    cells.append(_bd(anchor, theirs))
+                print(f"| {version} | {label} | {image} | " + " | ".join(cells) + " |")
+    print("\n| image | lambda | ours: bpp / PSNR | v3.4: bpp / PSNR | J ours / J v3.4 | v5.0: bpp / PSNR |"
+          " J ours / J v5.0 |")
+    print("| --- | ---: | --- | --- | ---: | --- | ---: |")
+    releases = {v: paper_per_image(v) for v in ("v3.4", "v5.0")}
+    for r in sorted(ours, key=lambda r: (r["lmbda"], r["image"])):
+        key = (r["image"], r["lmbda"])
+        if key not in releases["v3.4"]:
+            continue
+        cells = [f"{r['bpp']:.4f} / {r['psnr_db']:.2f}"]
+        for version in ("v3.4", "v5.0"):
+            bpp, psnr = releases[version][key]
+            cells += [f"{bpp:.4f} / {psnr:.2f}",
+                      f"{_cost(r['lmbda'], r['bpp'], r['psnr_db']) / _cost(r['lmbda'], bpp, psnr):.3f}"]
+        print(f"| {r['image']} | {r['lmbda']:g} | " + " | ".join(cells) + " |")
+
+
+def _cost(lmbda: float, bpp: float, psnr_db: float) -> float:
+    return 10 ** (-psnr_db / 10) + lmbda * bpp
 
 
 if __name__ == "__main__":
