@@ -1,0 +1,50 @@
+"""Iterations of the paper-grade preset on whole Kodak images (issue 5): the `slow` recipe
+scaled to 11,000, 22,000 (its own count) and 44,000 iterations, same decoder (`default`),
+seed 0, lambda 4e-3, all on one machine with one revision (rows in ``rows/<iterations>/``,
+copied from the run folders), and beside them the committed 22,000-iteration files of
+``../run`` (older revisions and machines). J = MSE on [0, 1] + lambda bpp.
+
+    python results/kodak-paper-grade/iterations/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import report  # noqa: E402  (results/kodak-paper-grade/report.py)
+
+REFERENCE = 22000  # the preset's own count: J is given relative to its run here
+
+
+def cost(r: dict) -> float:
+    return report._cost(r["lmbda"], r["bpp"], r["psnr_db"])
+
+
+def main() -> None:
+    runs = {int(folder.name): {(r["image"], r["lmbda"]): r for r in map(
+        lambda p: json.loads(p.read_text()), sorted(folder.glob("*.json")))}
+        for folder in sorted((HERE / "rows").iterdir()) if folder.is_dir()}
+    committed = {(r["image"], r["lmbda"]): r
+                 for r in report._as_committed(report._rows(HERE.parent / "run" / "rows" / "coolchic-slow"))}
+    counts = sorted(runs)
+    print("| image | lambda | iterations | bytes | PSNR (dB) | J / J at 22,000 | encode (min) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key in sorted(runs[REFERENCE], key=lambda k: (k[1], k[0])):
+        ref = cost(runs[REFERENCE][key])
+        for n in counts:
+            if key in runs[n]:
+                r = runs[n][key]
+                print(f"| {key[0]} | {key[1]:g} | {n:,} | {r['bytes']:,} | {r['psnr_db']:.2f} | "
+                      f"{cost(r) / ref:.4f} | {r['encode_s'] / 60:.1f} |")
+        if key in committed:
+            r = committed[key]
+            print(f"| {key[0]} | {key[1]:g} | 22,000 (committed run) | {r['bytes']:,} | "
+                  f"{r['psnr_db']:.2f} | {cost(r) / ref:.4f} | {r['encode_s'] / 60:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
