@@ -44,6 +44,12 @@ def main() -> None:
             r = committed[key]
             print(f"| {key[0]} | {key[1]:g} | 22,000 (committed run) | {r['bytes']:,} | "
                   f"{r['psnr_db']:.2f} | {cost(r) / ref:.4f} | {r['encode_s'] / 60:.1f} |")
+    print()
+    for n in counts:
+        ratios = [cost(runs[n][k]) / cost(runs[REFERENCE][k]) for k in runs[REFERENCE] if k in runs[n]]
+        if n != REFERENCE and ratios:
+            print(f"{n:,} iterations: mean J / J at 22,000 = {sum(ratios) / len(ratios):.4f} "
+                  f"over {len(ratios)} (image, lambda) pairs, range {min(ratios):.4f}-{max(ratios):.4f}")
 
 
 if __name__ == "__main__":
