@@ -34,7 +34,7 @@ from torch import nn
 
 import coolchic.train as train
 from coolchic.complexity import mac_per_pixel
-from coolchic.config import ArmConfig, DecoderConfig, get_arch
+from coolchic.config import ArmConfig, DecoderConfig, get_arch, grid_shapes
 from coolchic.model.arm import gather_contexts
 from coolchic.model.coolchic import CoolChic, laplace_bits
 from coolchic.model.fused import synthesis_mse, upsample_stack
@@ -95,7 +95,7 @@ def variant_config(variant: str) -> DecoderConfig:
 def variant_macs(variant: str, height: int = 512, width: int = 768) -> float:
     config = variant_config(variant)
     extra = len(COARSE[variant]) * config.arm.hidden[0]
-    n_latents = sum(-(-height // (1 << k)) * -(-width // (1 << k)) for k in range(config.latents.n_grids))
+    n_latents = sum(h * w for h, w in grid_shapes(height, width, config.latents.n_grids))
     return mac_per_pixel(config, height, width).total + extra * n_latents / (height * width)
 
 
