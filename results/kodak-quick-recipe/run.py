@@ -142,6 +142,8 @@ def run(opts) -> None:
 
 
 def report(opts) -> None:
+    import numpy as np
+
     from coolchic.evaluate.report import paired_cost_cells
 
     found = [json.loads(p.read_text()) for p in sorted((opts.out / "rows").glob("*.json"))]
@@ -162,6 +164,19 @@ def report(opts) -> None:
                     continue
                 print(f"| {setting} | {variant} | {what} | {lm:g} | "
                       + paired_cost_cells(pairs, reference=variant == "base"))
+    print("\nPer image, J / J(base); oracle: geometric mean of min(J, J(base)) / J(base), "
+          "what keeping the better of the two per image gives:")
+    for setting in sorted({r["setting"] for r in found}):
+        for variant in VARIANTS:
+            for lm in sorted({r["lmbda"] for r in found}):
+                ratios = {i: by[(variant, i, lm, setting)]["j"] / by[("base", i, lm, setting)]["j"]
+                          for i in sorted({r["image"] for r in found})
+                          if variant != "base" and (variant, i, lm, setting) in by
+                          and ("base", i, lm, setting) in by}
+                if ratios:
+                    oracle = np.exp(np.mean(np.log(np.minimum(list(ratios.values()), 1.0))))
+                    print(f"{setting} {variant} {lm:g}: oracle {oracle:.4f}; "
+                          + " ".join(f"{i.removeprefix('kodim')} {v:.3f}" for i, v in ratios.items()))
 
 
 def main() -> None:
