@@ -85,6 +85,11 @@ VARIANTS = {
     "arch-b": ("ARM 12 -> 8 -> 8, synthesis 20 + 2 convs (642 MAC/px)", _same, ((12, (8, 8)), ((20,), 2))),
     "arch-c": ("ARM 12 -> 10 -> 10, synthesis 14 + 2 convs (667 MAC/px)", _same,
                ((12, (10, 10)), ((14,), 2))),
+    # the two below need ../kodak-quick-context/context24.patch (ARM contexts up to 24)
+    "ctx16": ("ARM context 16 -> 11 -> 11, default synthesis (692 MAC/px)", _same,
+              ((16, (11, 11)), ((14,), 1))),
+    "ctx24": ("ARM context 24 -> 9 -> 9, default synthesis (686 MAC/px)", _same,
+              ((24, (9, 9)), ((14,), 1))),
 }
 
 
