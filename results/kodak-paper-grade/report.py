@@ -1,8 +1,9 @@
 """Paper-grade preset on whole Kodak images (issue 5): our points beside the classical anchors.
 
-Reads the rows of the run folder (``run/``, a copy of the evaluation's folder) and the
-per-image table of the anchors' run (``anchors/``: the same images, ``--only-baselines``),
-then prints each image's
+Reads the rows of the run folders (``run/`` for kodim01/07/15/23, ``run-b/`` for
+kodim04/08/13/19: copies of the evaluations' folders) and the per-image tables of their
+anchors' runs (``anchors/``, ``anchors-b/``: the same images, ``--only-baselines``), then
+prints each image's
 points and BD-rates, and the BD-rate of the mean curve over the images that have every
 lambda. Only finished encodes are in the rows, so this runs on a partial run too.
 
@@ -28,12 +29,23 @@ from coolchic.evaluate.published import paper_per_image
 from coolchic.metrics import mean_psnr
 
 HERE = Path(__file__).resolve().parent
+# (our run folder, its anchors' folder): the first 4 images, then 4 more (stop 25)
+RUNS = (("run", "anchors"), ("run-b", "anchors-b"))
 ANCHORS = ("hevc444", "avif444", "jxl", "webp")
 LAMBDAS = (5e-4, 4e-3, 2e-2)
 
 
-def _rows(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+def _rows() -> list[dict]:
+    """Our finished encodes of every run folder present, each with the folder it came from."""
+    return [{**json.loads(p.read_text()), "run": run}
+            for run, _ in RUNS
+            for p in sorted((HERE / run / "rows" / "coolchic-slow").glob("*.json"))]
+
+
+def _anchor_rows() -> list[dict]:
+    """The anchors' rows of every anchors folder present."""
+    return [row for _, anchors in RUNS if (HERE / anchors / "per_image.tsv").is_file()
+            for row in _table(HERE / anchors / "per_image.tsv")]
 
 
 def _table(path: Path) -> list[dict]:
@@ -61,14 +73,14 @@ def _as_committed(rows: list[dict]) -> list[dict]:
     """The rows with the bytes and bpp of the committed bitstream files."""
     out = []
     for r in rows:
-        path = HERE / "run" / "bitstreams" / "coolchic-slow" / f"{r['image']}@{r['lmbda']!r}.bin"
+        path = HERE / r["run"] / "bitstreams" / "coolchic-slow" / f"{r['image']}@{r['lmbda']!r}.bin"
         n = path.stat().st_size
         out.append({**r, "bytes": n, "bpp": 8.0 * n / (r["width"] * r["height"])})
     return out
 
 
 def main() -> None:
-    encoded = _rows(HERE / "run" / "rows" / "coolchic-slow")
+    encoded = _rows()
     for title, ours in (("as encoded", encoded), ("committed files (format 4.0)", _as_committed(encoded))):
         print(f"\n## {title}\n")
         _report(ours)
@@ -76,7 +88,7 @@ def main() -> None:
 
 
 def _report(ours: list[dict]) -> None:
-    table = _table(HERE / "anchors" / "per_image.tsv")
+    table = _anchor_rows()
     anchors = {a: [r for r in table if r["codec"] == a] for a in ANCHORS}
     images = sorted({r["image"] for r in ours})
     print("| image | lambda | bytes | bpp | PSNR (dB) | encode (min) |")
@@ -119,7 +131,7 @@ def _releases(ours: list[dict]) -> None:
     """Published Cool-chic releases on our images: BD-rates against our anchors (all five
     published lambdas, and the three nearest ours: 4e-4, 4e-3, 2e-2), then J ours / J theirs
     at the lambdas both ran (4e-3, 2e-2; J = MSE on [0, 1] + lambda bpp)."""
-    table = _table(HERE / "anchors" / "per_image.tsv")
+    table = _anchor_rows()
     images = sorted({r["image"] for r in ours})
     print("\n## Cool-chic releases on the same images, against the same anchors\n")
     print("| release | lambdas | image | " + " | ".join(ANCHORS) + " |")
