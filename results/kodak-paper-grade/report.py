@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from coolchic.evaluate.bdrate import bd_rate
-from coolchic.evaluate.published import paper_per_image
+from coolchic.evaluate.plots import rd_figure, save_rd_plot
+from coolchic.evaluate.published import PublishedCurve, paper_per_image
+from coolchic.evaluate.report import complete_points, curves
+from coolchic.evaluate.store import Row
 from coolchic.metrics import mean_psnr
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +88,7 @@ def main() -> None:
         print(f"\n## {title}\n")
         _report(ours)
     _releases(_as_committed(encoded))
+    _plot(_as_committed(encoded))
 
 
 def _report(ours: list[dict]) -> None:
@@ -172,6 +176,47 @@ def _releases(ours: list[dict]) -> None:
             cells += [f"{bpp:.4f} / {psnr:.2f}",
                       f"{_cost(r['lmbda'], r['bpp'], r['psnr_db']) / _cost(r['lmbda'], bpp, psnr):.3f}"]
         print(f"| {r['image']} | {r['lmbda']:g} | " + " | ".join(cells) + " |")
+
+
+def _as_row(r: dict) -> Row:
+    """A row of ours (JSON) or of an anchors table (strings) as the toolkit's Row."""
+    def number(key: str) -> float | None:
+        value = r.get(key)
+        return None if value in (None, "-", "") else float(value)
+    return Row(codec=r["codec"], image=r["image"], width=int(r["width"]), height=int(r["height"]),
+               lmbda=number("lmbda") if "lmbda" in r else number("lambda"),
+               quality=number("quality"), bytes=int(r["bytes"]), bpp=float(r["bpp"]),
+               psnr_db=float(r["psnr_db"]), mse=float(r["mse"]), ms_ssim=float(r["ms_ssim"]),
+               encode_s=float(r["encode_s"]), decode_s=float(r["decode_s"]),
+               mac_per_pixel=number("mac_per_pixel"), preset=r["preset"], revision=r["revision"])
+
+
+def _plot(ours: list[dict]) -> None:
+    """rd.png: mean curves over the images we coded at every lambda: ours (committed files),
+    the anchors, and the Cool-chic releases' published points on the same images."""
+    complete = sorted(i for i in {r["image"] for r in ours}
+                      if sum(r["image"] == i for r in ours) == len(LAMBDAS))
+    rows = [_as_row(r) for r in ours + [r for r in _anchor_rows() if r["codec"] in ANCHORS]
+            if r["image"] in complete]
+    measured = {codec: complete_points(points, len(complete))
+                for codec, points in curves(rows).items()}
+    published = []
+    for version in ("v3.4", "v5.0"):
+        groups: dict[float, list[tuple[float, float]]] = {}
+        for (name, lm), point in paper_per_image(version).items():
+            if name in complete:
+                groups.setdefault(lm, []).append(point)
+        points = sorted((float(np.mean([b for b, _ in g])), float(mean_psnr([q for _, q in g])))
+                        for g in groups.values() if len(g) == len(complete))
+        published.append(PublishedCurve(
+            key=f"coolchic-{version}", label=f"Cool-chic {version}, same images",
+            citation=f"Cool-chic release {version}, published per-image results",
+            dataset="Kodak", group="coolchic", bpp=tuple(b for b, _ in points),
+            psnr_db=tuple(q for _, q in points), ms_ssim=None))
+    figure = rd_figure(measured, published, title=(
+        f"Paper-grade preset (slow) on {len(complete)} whole Kodak images "
+        f"({', '.join(complete)}), mean curves"), max_bpp=1.0)
+    print(f"\nwrote {save_rd_plot(HERE / 'rd.png', figure)}")
 
 
 def _cost(lmbda: float, bpp: float, psnr_db: float) -> float:
