@@ -145,12 +145,7 @@ def _releases(ours: list[dict]) -> None:
         for label, keep in (("all 5", lambda lm: True), ("4e-4, 4e-3, 2e-2", lambda lm: lm >= 4e-4)):
             for image in (*images, "mean"):
                 chosen = images if image == "mean" else [image]
-                groups: dict[float, list[tuple[float, float]]] = {}
-                for (name, lm), point in points.items():
-                    if name in chosen and keep(lm):
-                        groups.setdefault(lm, []).append(point)
-                theirs = np.array(sorted((np.mean([b for b, _ in g]), mean_psnr([q for _, q in g]))
-                                         for g in groups.values()))
+                theirs = _release_curve(points, chosen, keep)
                 cells = []
                 for a in ANCHORS:
                     rows = [r for r in table if r["codec"] == a and r["image"] in chosen]
@@ -178,6 +173,18 @@ def _releases(ours: list[dict]) -> None:
         print(f"| {r['image']} | {r['lmbda']:g} | " + " | ".join(cells) + " |")
 
 
+def _release_curve(points: dict[tuple[str, float], tuple[float, float]], images: list[str],
+                   keep=lambda lmbda: True) -> np.ndarray:
+    """(n, 2) of (mean bpp, mean PSNR) by rate: a release's published points averaged over
+    `images`, at the lambdas that `keep` accepts and every one of the images has."""
+    groups: dict[float, list[tuple[float, float]]] = {}
+    for (name, lm), point in points.items():
+        if name in images and keep(lm):
+            groups.setdefault(lm, []).append(point)
+    return np.array(sorted((np.mean([b for b, _ in g]), mean_psnr([q for _, q in g]))
+                           for g in groups.values() if len(g) == len(images)))
+
+
 def _as_row(r: dict) -> Row:
     """A row of ours (JSON) or of an anchors table (strings) as the toolkit's Row."""
     def number(key: str) -> float | None:
@@ -202,17 +209,12 @@ def _plot(ours: list[dict]) -> None:
                 for codec, points in curves(rows).items()}
     published = []
     for version in ("v3.4", "v5.0"):
-        groups: dict[float, list[tuple[float, float]]] = {}
-        for (name, lm), point in paper_per_image(version).items():
-            if name in complete:
-                groups.setdefault(lm, []).append(point)
-        points = sorted((float(np.mean([b for b, _ in g])), float(mean_psnr([q for _, q in g])))
-                        for g in groups.values() if len(g) == len(complete))
+        points = _release_curve(paper_per_image(version), complete)
         published.append(PublishedCurve(
             key=f"coolchic-{version}", label=f"Cool-chic {version}, same images",
             citation=f"Cool-chic release {version}, published per-image results",
-            dataset="Kodak", group="coolchic", bpp=tuple(b for b, _ in points),
-            psnr_db=tuple(q for _, q in points), ms_ssim=None))
+            dataset="Kodak", group="coolchic", bpp=tuple(points[:, 0]),
+            psnr_db=tuple(points[:, 1]), ms_ssim=None))
     figure = rd_figure(measured, published, title=(
         f"Paper-grade preset (slow) on {len(complete)} whole Kodak images "
         f"({', '.join(complete)}), mean curves"), max_bpp=1.0)
