@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = b"CCHC"
-FORMAT_MAJOR = 4  # bumped for incompatible changes: older decoders refuse the stream
+FORMAT_MAJOR = 5  # bumped for incompatible changes: older decoders refuse the stream
+# Older majors read as they are: a 4.0 stream is a 5.0 stream without learned upsampling.
+READ_AS_CURRENT = (4,)
 FORMAT_MINOR = 0  # bumped for backward-compatible additions (new optional sections)
 MAX_SIDE = 65535  # largest height or width, in pixels
 MAX_PIXELS = 1 << 28  # largest height * width
@@ -292,7 +294,7 @@ def _check_version(data: bytes, expected: int = FORMAT_MAJOR) -> int:
     if major > FORMAT_MAJOR:
         raise BitstreamError(f"bitstream version {major}.{minor} is newer than this decoder "
                              f"({FORMAT_MAJOR}.x); upgrade coolchic")
-    if major != expected:
+    if major != expected and not (expected == FORMAT_MAJOR and major in READ_AS_CURRENT):
         hint = {1: "; decode it with coolchic 0.1",
                 2: "; rewrite it losslessly with `coolchic upgrade`, or decode it with coolchic 0.2",
                 3: "; rewrite it losslessly with `coolchic upgrade`, or decode it with coolchic 0.3",

@@ -243,7 +243,7 @@ def upgrade(
     bitstream: Annotated[Path, typer.Argument(
         help="Format 2.0 or 3.0 bitstream (written by coolchic 0.2 or 0.3).")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Where to write the current-format file [BITSTREAM-v4.bin].")] = None,
+        "--output", "-o", help="Where to write the current-format file [BITSTREAM-v5.bin].")] = None,
 ) -> None:
     """Rewrite a format 2.0 or 3.0 bitstream in the current format, losslessly (same decoded
     image, fewer bytes); no image or training needed."""

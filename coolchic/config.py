@@ -40,10 +40,16 @@ class SynthesisConfig:
 
 
 @dataclass(frozen=True)
+class UpsamplingConfig:
+    learned: bool = False  # each level's 4 taps trained and sent (else the fixed bicubic ones)
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     latents: LatentConfig = field(default_factory=LatentConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    upsampling: UpsamplingConfig = field(default_factory=UpsamplingConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.latents.n_grids <= 12:

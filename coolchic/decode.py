@@ -134,5 +134,5 @@ def decode(data: bytes | str | Path, *, device: str = "cpu",
         raise BitstreamError(f"corrupt LATENTS section: {exc}") from None
     if any(np.abs(g).max(initial=0) > LATENT_MAX for g in grids):
         raise BitstreamError("corrupt LATENTS section: latent out of range")
-    return synthesize(grids, weights.mlp, weights.residual, bit_depth=header.bit_depth, device=device,
-                      kernel=kernel)
+    return synthesize(grids, weights.mlp, weights.residual, bit_depth=header.bit_depth,
+                      taps=weights.taps, device=device, kernel=kernel)

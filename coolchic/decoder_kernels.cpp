@@ -137,20 +137,30 @@ std::vector<int64_t> pad_columns(int64_t n_layers, const int64_t* dims, const do
 
 // --- synthesis -------------------------------------------------------------------------
 
-// Taps of the 2x upsampling over 2^8 (coolchic.reconstruct.TAPS): output 2j reads inputs
-// j-2 .. j+1 with them, output 2j+1 inputs j-1 .. j+2 with them reversed; inputs outside
-// the axis read its nearest edge.
-constexpr double kTaps[4] = {-9.0, 67.0, 225.0, -27.0};
-constexpr double kTapScale = 1.0 / 256.0;
+// One level's 2x upsampling: taps over 2^10 (coolchic.reconstruct.UPS_FRAC); output 2j
+// reads inputs j-2 .. j+1 with them, output 2j+1 inputs j-1 .. j+2 with them reversed;
+// inputs outside the axis read its nearest edge; every output is floored, then clipped to
+// +-2^36 (coolchic.reconstruct.UPS_MAX).
+constexpr double kUpsMax = 68719476736.0;  // 2^36
+
+struct Taps {
+  double t[4];
+  double out(double a, double b, double c, double d) const {
+    const double v = std::floor((t[0] * a + t[1] * b + t[2] * c + t[3] * d) * (1.0 / 1024.0));
+    return std::min(std::max(v, -kUpsMax), kUpsMax);
+  }
+};
 
 // One 2x pass along a row: n inputs -> n_out outputs (n_out <= 2n).
-void upsample_row(const double* __restrict in, int64_t n, double* __restrict out, int64_t n_out) {
+void upsample_row(const double* __restrict in, int64_t n, double* __restrict out, int64_t n_out,
+                  const Taps& k) {
   auto at = [&](int64_t i) { return in[std::min(std::max(i, int64_t(0)), n - 1)]; };
+  const Taps r{{k.t[3], k.t[2], k.t[1], k.t[0]}};
   auto even = [&](int64_t j, double a, double b, double c, double d) {
-    if (2 * j < n_out) out[2 * j] = std::floor((kTaps[0] * a + kTaps[1] * b + kTaps[2] * c + kTaps[3] * d) * kTapScale);
+    if (2 * j < n_out) out[2 * j] = k.out(a, b, c, d);
   };
   auto odd = [&](int64_t j, double b, double c, double d, double e) {
-    if (2 * j + 1 < n_out) out[2 * j + 1] = std::floor((kTaps[3] * b + kTaps[2] * c + kTaps[1] * d + kTaps[0] * e) * kTapScale);
+    if (2 * j + 1 < n_out) out[2 * j + 1] = r.out(b, c, d, e);
   };
   const int64_t half = (n_out + 1) / 2;  // output pairs
   // interior: whole pairs (2j + 1 < n_out) whose inputs j - 2 .. j + 2 lie inside the row
@@ -161,8 +171,8 @@ void upsample_row(const double* __restrict in, int64_t n, double* __restrict out
   }
   for (int64_t j = lo; j < hi; ++j) {
     const double* x = in + j;
-    out[2 * j] = std::floor((kTaps[0] * x[-2] + kTaps[1] * x[-1] + kTaps[2] * x[0] + kTaps[3] * x[1]) * kTapScale);
-    out[2 * j + 1] = std::floor((kTaps[3] * x[-1] + kTaps[2] * x[0] + kTaps[1] * x[1] + kTaps[0] * x[2]) * kTapScale);
+    out[2 * j] = k.out(x[-2], x[-1], x[0], x[1]);
+    out[2 * j + 1] = r.out(x[-1], x[0], x[1], x[2]);
   }
   for (int64_t j = hi; j < half; ++j) {
     even(j, at(j - 2), at(j - 1), at(j), at(j + 1));
@@ -173,18 +183,20 @@ void upsample_row(const double* __restrict in, int64_t n, double* __restrict out
 // (h, w) -> (h, w_out) along the columns, then -> (h_out, w_out) along the rows; the row
 // pass combines four whole input rows at a time (vectorized over the columns).
 std::vector<double> upsample(const std::vector<double>& x, int64_t h, int64_t w, int64_t h_out,
-                             int64_t w_out) {
+                             int64_t w_out, const Taps& k) {
   std::vector<double> cols(h * w_out), out(h_out * w_out);
-  for (int64_t r = 0; r < h; ++r) upsample_row(x.data() + r * w, w, cols.data() + r * w_out, w_out);
+  for (int64_t r = 0; r < h; ++r) upsample_row(x.data() + r * w, w, cols.data() + r * w_out, w_out, k);
   for (int64_t o = 0; o < h_out; ++o) {
     const int64_t j = o >> 1, first = j - 2 + (o & 1);
     const double* row[4];
     for (int64_t t = 0; t < 4; ++t) row[t] = cols.data() + std::min(std::max(first + t, int64_t(0)), h - 1) * w_out;
-    const double t0 = kTaps[(o & 1) ? 3 : 0], t1 = kTaps[(o & 1) ? 2 : 1];
-    const double t2 = kTaps[(o & 1) ? 1 : 2], t3 = kTaps[(o & 1) ? 0 : 3];
+    const double t0 = k.t[(o & 1) ? 3 : 0], t1 = k.t[(o & 1) ? 2 : 1];
+    const double t2 = k.t[(o & 1) ? 1 : 2], t3 = k.t[(o & 1) ? 0 : 3];
     double* __restrict dst = out.data() + o * w_out;
-    for (int64_t c = 0; c < w_out; ++c)
-      dst[c] = std::floor((t0 * row[0][c] + t1 * row[1][c] + t2 * row[2][c] + t3 * row[3][c]) * kTapScale);
+    for (int64_t c = 0; c < w_out; ++c) {
+      const double v = std::floor((t0 * row[0][c] + t1 * row[1][c] + t2 * row[2][c] + t3 * row[3][c]) * (1.0 / 1024.0));
+      dst[c] = std::min(std::max(v, -kUpsMax), kUpsMax);
+    }
   }
   return out;
 }
@@ -268,12 +280,13 @@ static int decode_latents(
 // first, grid k of shape shapes[2k] x shapes[2k+1]); the per-pixel layers as for the ARM
 // (input-major (inputs + 1, outputs [+ 1]) matrices at 2^-16, the last one's outputs are
 // the C channels); conv: n_conv residual 3x3 convolutions, each C*C*9 taps (out, in, ky,
-// kx) then C biases, folded to 2^-16; image: (H, W, C) uint8 (bit_depth 8) or uint16.
+// kx) then C biases, folded to 2^-16; taps: (n_grids - 1, 4) upsampling taps over 2^10, row
+// l into grid l; image: (H, W, C) uint8 (bit_depth 8) or uint16.
 // Returns 0, or 1 when a size is out of range.
 static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
                         int64_t n_layers, const int64_t* dims, const double* matrices,
-                        int64_t n_conv, const double* conv, double act_max, int64_t bit_depth,
-                        void* image) {
+                        int64_t n_conv, const double* conv, const double* taps, double act_max,
+                        int64_t bit_depth, void* image) {
   const int64_t h = shapes[0], w = shapes[1], npx = h * w;
   const int64_t channels = dims[2 * n_layers - 1];
   if (n_grids < 1 || channels < 1 || dims[0] != n_grids + 1) return 1;
@@ -286,7 +299,8 @@ static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_
     std::vector<double> x(gh * gw);
     for (int64_t i = 0; i < gh * gw; ++i) x[i] = double(grids[k][i]) * unit;
     for (int64_t l = k - 1; l >= 0; --l) {
-      x = upsample(x, gh, gw, shapes[2 * l], shapes[2 * l + 1]);
+      const Taps k{{taps[4 * l], taps[4 * l + 1], taps[4 * l + 2], taps[4 * l + 3]}};
+      x = upsample(x, gh, gw, shapes[2 * l], shapes[2 * l + 1], k);
       gh = shapes[2 * l];
       gw = shapes[2 * l + 1];
     }
@@ -371,7 +385,7 @@ static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_
 
 extern "C" {
 
-int coolchic_decoder_kernels_version() { return 1; }
+int coolchic_decoder_kernels_version() { return 2; }
 
 // The entry points: no C++ exception may cross into the caller (an allocation failure on
 // a huge image returns kOutOfMemory instead).
@@ -396,10 +410,10 @@ int coolchic_decode_latents(
 
 int coolchic_synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
                         int64_t n_layers, const int64_t* dims, const double* matrices,
-                        int64_t n_conv, const double* conv, double act_max, int64_t bit_depth,
-                        void* image) {
+                        int64_t n_conv, const double* conv, const double* taps, double act_max,
+                        int64_t bit_depth, void* image) {
   try {
-    return synthesize(n_grids, grids, shapes, n_layers, dims, matrices, n_conv, conv, act_max,
+    return synthesize(n_grids, grids, shapes, n_layers, dims, matrices, n_conv, conv, taps, act_max,
                       bit_depth, image);
   } catch (...) {
     return kOutOfMemory;

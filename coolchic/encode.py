@@ -166,7 +166,8 @@ def encode(
         q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
         sections = model_sections(q, header)
         data = write_bitstream(header, sections)
-        reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth)
+        reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth,
+                                    taps=q.weights.taps)
         psnr = psnr_images(array, reconstruction, bit_depth)
         cost = 10.0 ** (-psnr / 10.0) + lmbda * 8.0 * len(data) / (h * w)  # MSE on [0, 1] + lambda bpp
         if best is None or cost < best[0]:

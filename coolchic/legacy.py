@@ -14,6 +14,7 @@ import numpy as np
 from coolchic.bitstream import (
     FORMAT_MAJOR,
     MAGIC,
+    READ_AS_CURRENT,
     BitstreamError,
     CodecId,
     SectionId,
@@ -98,14 +99,17 @@ def _same(a: NetworkWeights, b: NetworkWeights) -> bool:
 
 
 def upgrade(data: bytes) -> bytes:
-    """The current-format rewrite of a format 2.0 or 3.0 bitstream (any codec).
+    """The current-format rewrite of a format 2.0, 3.0 or 4.0 bitstream (any codec).
 
     Raises:
-        BitstreamError: `data` is not a valid 2.0 or 3.0 bitstream.
+        BitstreamError: `data` is not a valid 2.0, 3.0 or 4.0 bitstream.
     """
     found = data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
     if found == FORMAT_MAJOR:
         raise BitstreamError(f"bitstream is already format {FORMAT_MAJOR}.x; nothing to upgrade")
+    if found in READ_AS_CURRENT:  # its sections are valid as they are: only the version changes
+        header, sections = read_bitstream(data)
+        return write_bitstream(header, list(sections.items()))
     major = V3_MAJOR if found == V3_MAJOR else V2_MAJOR  # anything else: 2.0's reader says why
     header, sections = read_bitstream(data, major=major)
     if header.codec_id == CodecId.COOLCHIC:

@@ -25,7 +25,7 @@ from coolchic.entropy.fixedpoint import ACT_MAX, LATENT_MAX, IntegerArm
 from coolchic.entropy.tables import ALPHABET, MU_FRAC_BITS, N_SCALE, PROB_BITS, RADIUS, flat_table
 
 SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
-VERSION = 1  # coolchic_decoder_kernels_version() of SOURCE
+VERSION = 2  # coolchic_decoder_kernels_version() of SOURCE
 _COMMON = ("-O3", "-std=c++17", "-fPIC")
 FLAG_SETS = ((*_COMMON, "-march=native"), _COMMON)  # tuned for this CPU, then portable
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
@@ -71,7 +71,7 @@ class DecoderKernels:
                                  _F64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR]
         self._decode.restype = ctypes.c_int
         self._synthesize = cdll.coolchic_synthesize
-        self._synthesize.argtypes = [_I64, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _F64, _I64, _PTR]
+        self._synthesize.argtypes = [_I64, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _F64, _I64, _PTR]
         self._synthesize.restype = ctypes.c_int
 
     def decode_latents(self, order: np.ndarray, wave_bounds: np.ndarray, offsets: np.ndarray,
@@ -109,7 +109,7 @@ class DecoderKernels:
             raise EntropyError(_ERRORS.get(status, f"native latent decoder failed ({status})"))
 
     def synthesize(self, grids: Sequence[np.ndarray], mlp: Sequence[np.ndarray], conv: Sequence[np.ndarray],
-                   *, bit_depth: int) -> np.ndarray:
+                   *, bit_depth: int, taps: np.ndarray) -> np.ndarray:
         """The image of `coolchic.reconstruct.synthesize`, bit for bit.
 
         Args:
@@ -120,6 +120,7 @@ class DecoderKernels:
             conv: the residual 3x3 convolutions, each (C * C * 9 + C,) float64: folded taps
                 (out, in, ky, kx), then biases.
             bit_depth: 8 or 16.
+            taps: (n_grids - 1, 4) upsampling taps over 2^UPS_FRAC (`reconstruct.level_taps`).
 
         Returns:
             (H, W, C) uint8 or uint16.
@@ -129,11 +130,16 @@ class DecoderKernels:
         shapes = np.array([s for g in grids for s in g.shape], dtype=np.int64)
         dims, packed = _packed_layers(mlp)
         channels = int(dims[-1])
-        taps = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in conv] or [np.zeros(1)])
+        conv_taps = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in conv] or [np.zeros(1)])
+        up_taps = np.ascontiguousarray(np.asarray(taps, dtype=np.float64).reshape(-1))
+        if up_taps.size != 4 * (len(grids) - 1):
+            raise ValueError("the upsampling taps do not match the latent grids")
+        up_taps = np.concatenate((up_taps, np.zeros(1)))  # never empty
         h, w = grids[0].shape
         image = np.empty((h, w, channels), dtype=np.uint8 if bit_depth == 8 else np.uint16)
         status = self._synthesize(len(grids), _ptr(pointers), _ptr(shapes), len(mlp), _ptr(dims),
-                                  _ptr(packed), len(conv), _ptr(taps), float(ACT_MAX), bit_depth, _ptr(image))
+                                  _ptr(packed), len(conv), _ptr(conv_taps), _ptr(up_taps), float(ACT_MAX),
+                                  bit_depth, _ptr(image))
         if status == _OUT_OF_MEMORY:
             raise MemoryError("not enough memory to synthesize the image")
         if status:

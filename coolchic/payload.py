@@ -1,18 +1,19 @@
 """Payloads of the COOL-CHIC sections: the decoder configuration (CONFIG) and the
-quantized network weights (WEIGHTS), format 4.0. Used by both the encoder and the decoder; the formats
-are normative and described in ``bitstream_spec.md`` (section payloads)."""
+quantized network weights (WEIGHTS), format 5.0 (4.0 plus learned upsampling taps). Used
+by both the encoder and the decoder; the formats are normative and described in
+``bitstream_spec.md`` (section payloads)."""
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from coolchic.bitstream import BitstreamError
-from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig
+from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig, UpsamplingConfig
 from coolchic.entropy.coder import (
     EntropyError,
     SymbolDecoder,
@@ -23,6 +24,7 @@ from coolchic.entropy.coder import (
 )
 from coolchic.entropy.fixedpoint import MAX_FRAC, WEIGHT_MAX, QLayer
 from coolchic.entropy.tables import ALPHABET, N_MU, N_SCALE, RADIUS
+from coolchic.reconstruct import BICUBIC, UPS_FRAC, UPS_TAP_MAX
 
 ZERO_MEAN_ROW = (N_MU // 2) * N_SCALE  # table rows of a Laplace centred on an integer
 
@@ -30,16 +32,18 @@ ZERO_MEAN_ROW = (N_MU // 2) * N_SCALE  # table rows of a Laplace centred on an i
 # ---- CONFIG ---------------------------------------------------------------------------
 # The fields as one mixed-radix integer, first field least significant: (radix, offset).
 _N_GRIDS, _CONTEXT, _N_HIDDEN, _WIDTH, _RESIDUAL = (12, 1), (12, 1), (5, 0), (64, 1), (5, 0)
+_FLAG = (2, 0)  # 0 or 1; the last field, so a 4.0 payload (without it) reads as 0
 
 
 def pack_config(config: DecoderConfig) -> bytes:
     """n_grids, arm context, n, n ARM hidden widths, n, n synthesis hidden widths, residual
-    convolutions, as one mixed-radix integer in the fewest little-endian bytes."""
+    convolutions, learned upsampling (format 5.0), as one mixed-radix integer in the fewest
+    little-endian bytes."""
     arm, syn = config.arm, config.synthesis
     fields = [(config.latents.n_grids, _N_GRIDS), (arm.context, _CONTEXT),
               (len(arm.hidden), _N_HIDDEN), *((w, _WIDTH) for w in arm.hidden),
               (len(syn.hidden), _N_HIDDEN), *((w, _WIDTH) for w in syn.hidden),
-              (syn.residual_convs, _RESIDUAL)]
+              (syn.residual_convs, _RESIDUAL), (int(config.upsampling.learned), _FLAG)]
     value, weight = 0, 1
     for field, (radix, offset) in fields:
         if not 0 <= field - offset < radix:
@@ -65,6 +69,7 @@ def unpack_config(data: bytes) -> DecoderConfig:
     arm_hidden = tuple(take(_WIDTH) for _ in range(take(_N_HIDDEN)))
     syn_hidden = tuple(take(_WIDTH) for _ in range(take(_N_HIDDEN)))
     residual = take(_RESIDUAL)
+    learned = take(_FLAG)
     if value:
         raise BitstreamError("CONFIG section has trailing data")
     try:
@@ -72,6 +77,7 @@ def unpack_config(data: bytes) -> DecoderConfig:
             latents=LatentConfig(n_grids=n_grids),
             arm=ArmConfig(context=context, hidden=arm_hidden),
             synthesis=SynthesisConfig(hidden=syn_hidden, residual_convs=residual),
+            upsampling=UpsamplingConfig(learned=bool(learned)),
         )
     except ValueError as exc:  # out-of-range fields from DecoderConfig validation
         raise BitstreamError(f"invalid decoder configuration: {exc}") from None
@@ -96,7 +102,10 @@ class WeightPrior:
     means: tuple[tuple[np.ndarray, np.ndarray], ...]  # per layer (weight, bias), int64 at PRIOR_FRAC
 
     def matches(self, config: DecoderConfig, channels: int) -> bool:
-        return self.config == config and self.channels == channels
+        """Whether it predicts the layers of this configuration (the upsampling's taps are
+        not layers: a prior serves a decoder with or without learned taps)."""
+        layers_of = replace(config, upsampling=UpsamplingConfig())
+        return self.config == layers_of and self.channels == channels
 
 
 @functools.cache
@@ -136,14 +145,50 @@ def predict(mean: np.ndarray, frac: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NetworkWeights:
-    """All quantized layers of a decoder, in bitstream order: ARM, synthesis MLP, residual."""
+    """All quantized layers of a decoder, in bitstream order: ARM, synthesis MLP, residual;
+    then the learned upsampling taps, if the configuration has them."""
 
     arm: tuple[QLayer, ...]
     mlp: tuple[QLayer, ...]
     residual: tuple[QLayer, ...]
+    taps: np.ndarray | None = None  # (n_grids - 1, 4) int64 over 2^UPS_FRAC, row l into grid l
 
     def layers(self) -> tuple[QLayer, ...]:
         return (*self.arm, *self.mlp, *self.residual)
+
+
+# ---- learned upsampling taps (format 5.0) -----------------------------------------------
+# Each level sends taps 0, 1 and 3 as their difference from the bicubic ones, in one tensor
+# coded like a layer's weights; tap 2 (the largest) is 2^UPS_FRAC minus the others, so every
+# level passes a constant through unchanged.
+_SENT_TAPS = (0, 1, 3)
+
+
+def taps_from_sent(sent: np.ndarray) -> np.ndarray:
+    """(levels, 3) sent taps -> (levels, 4), the unit-gain tap 2 restored."""
+    sent = np.asarray(sent, dtype=np.int64)
+    taps = np.empty((sent.shape[0], 4), dtype=np.int64)
+    taps[:, _SENT_TAPS] = sent
+    taps[:, 2] = (1 << UPS_FRAC) - sent.sum(axis=1)
+    return taps
+
+
+def check_taps(taps: np.ndarray, error: type[Exception]) -> None:
+    """Every tap in [-UPS_TAP_MAX, UPS_TAP_MAX] and every level of unit gain, else `error`."""
+    if np.abs(taps).max(initial=0) > UPS_TAP_MAX:
+        raise error(f"upsampling taps outside [-{UPS_TAP_MAX}, {UPS_TAP_MAX}]")
+    if (taps.sum(axis=1) != 1 << UPS_FRAC).any():
+        raise error(f"upsampling taps whose sum is not {1 << UPS_FRAC}")
+
+
+def _taps_residual(taps: np.ndarray) -> np.ndarray:
+    """The integers the taps are coded as: the sent ones less the bicubic ones."""
+    return taps[:, _SENT_TAPS] - np.array(BICUBIC, dtype=np.int64)[list(_SENT_TAPS)]
+
+
+def taps_bits(taps: np.ndarray) -> float:
+    """Bits of the learned taps in the WEIGHTS stream."""
+    return float(tensor_plan(_taps_residual(taps), W_SCALE_CODE)[1])
 
 
 def layer_shapes(config: DecoderConfig, channels: int) -> dict[str, list[tuple[tuple, tuple]]]:
@@ -339,6 +384,11 @@ def pack_weights(weights: NetworkWeights, config: DecoderConfig, channels: int, 
         _put(encoder, layer.b_frac, layer.w_frac, B_FRAC_CODE.scale)
         _put_tensor(encoder, weight, W_SCALE_CODE)
         _put_tensor(encoder, bias, B_SCALE_CODE)
+    if config.upsampling.learned:
+        if weights.taps is None or weights.taps.shape != (config.latents.n_grids - 1, 4):
+            raise ValueError("a learned upsampling needs (n_grids - 1, 4) taps")
+        check_taps(weights.taps, ValueError)
+        _put_tensor(encoder, _taps_residual(weights.taps), W_SCALE_CODE)
     return encoder.finish()
 
 
@@ -392,7 +442,14 @@ def unpack_weights(data: bytes, config: DecoderConfig, channels: int, *,
                                    None if b_mean is None else predict(b_mean, b_frac))
                 groups[name].append(QLayer(weight, bias, w_frac, b_frac))
                 index += 1
+        taps = None
+        if config.upsampling.learned:
+            levels = config.latents.n_grids - 1
+            sent = _get_tensor(decoder, (levels, len(_SENT_TAPS)), W_SCALE_CODE,
+                               np.array(BICUBIC, dtype=np.int64)[list(_SENT_TAPS)])
+            taps = taps_from_sent(sent)
+            check_taps(taps, BitstreamError)
         decoder.finish()
     except EntropyError as exc:
         raise BitstreamError(f"corrupt WEIGHTS section: {exc}") from None
-    return NetworkWeights(tuple(groups["arm"]), tuple(groups["mlp"]), tuple(groups["residual"]))
+    return NetworkWeights(tuple(groups["arm"]), tuple(groups["mlp"]), tuple(groups["residual"]), taps)

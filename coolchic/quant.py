@@ -18,8 +18,8 @@ from coolchic.entropy.fixedpoint import LATENT_MAX, WEIGHT_MAX, IntegerArm, QLay
 from coolchic.entropy.latents import latent_bits, make_schedule
 from coolchic.model.coolchic import CoolChic
 from coolchic.model.softround import soft_round_noise
-from coolchic.payload import NetworkWeights, priors_for, weights_bits
-from coolchic.reconstruct import synthesize
+from coolchic.payload import NetworkWeights, priors_for, taps_from_sent, weights_bits
+from coolchic.reconstruct import UPS_FRAC, UPS_TAP_MAX, synthesize
 
 QuantizerKind = Literal["noise", "softround", "ste", "round"]
 QUANTIZER_KINDS: tuple[str, ...] = ("noise", "softround", "ste", "round")
@@ -133,6 +133,20 @@ def _step_search(cost: Callable[[int], float], start: int) -> int:
     return best
 
 
+def quantize_taps(taps: torch.Tensor | None) -> np.ndarray | None:
+    """Learned upsampling taps ((levels, 4) real, each level summing to 1) as the integers
+    over 2^UPS_FRAC that the bitstream holds: taps 0, 1 and 3 rounded, tap 2 the rest of
+    2^UPS_FRAC (so a level's gain stays exactly 1); None stays None (bicubic)."""
+    if taps is None:
+        return None
+    t = torch.round(taps.detach().double().cpu() * (1 << UPS_FRAC)).numpy().astype(np.int64)
+    sent = np.clip(t[:, [0, 1, 3]], -UPS_TAP_MAX, UPS_TAP_MAX)
+    out = taps_from_sent(sent)
+    if np.abs(out[:, 2]).max(initial=0) > UPS_TAP_MAX:
+        raise ValueError("learned upsampling taps out of range")  # far from any trained filter
+    return out
+
+
 class _Search:
     """Search of the weight and bias steps on the true cost D + lambda * R, D the MSE of the
     fixed-point reconstruction on [0, 1], R in bits/pixel (latents under the integer ARM plus
@@ -145,6 +159,7 @@ class _Search:
         self.image = image.astype(np.float64)
         self.n_pixels = model.n_pixels()
         self.float_layers = _float_layers(model)
+        self.taps = quantize_taps(model.taps())
         self.grids = tuple(
             torch.round(y.detach().cpu()).clamp(-LATENT_MAX, LATENT_MAX)[0, 0].numpy().astype(np.int64)
             for y in model.latents
@@ -171,7 +186,7 @@ class _Search:
         return tuple(quantize_layer(w, b, *fracs) for w, b in self.float_layers[name])
 
     def distortion(self, mlp: tuple[QLayer, ...], residual: tuple[QLayer, ...]) -> float:
-        x = synthesize(self.grids, mlp, residual, bit_depth=self.bit_depth)
+        x = synthesize(self.grids, mlp, residual, bit_depth=self.bit_depth, taps=self.taps)
         scale = float((1 << self.bit_depth) - 1) ** 2
         return float(np.mean((x.astype(np.float64) - self.image) ** 2)) / scale
 
@@ -253,7 +268,8 @@ class _Search:
             for name in ("mlp", "residual", "arm"):
                 if self.float_layers[name]:
                     self.chosen[name] = self.refine(name, refine_trials)
-        weights = NetworkWeights(self.chosen["arm"], self.chosen["mlp"], self.chosen["residual"])
+        weights = NetworkWeights(self.chosen["arm"], self.chosen["mlp"], self.chosen["residual"],
+                                 self.taps)
         return QuantizedModel(self.model.config, self.grids, weights)
 
 

@@ -33,37 +33,56 @@ from coolchic import native_decoder
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
 
 SYN_FRAC = 16  # fractional bits of upsampled latents and synthesis activations
-TAPS = (-9, 67, 225, -27)  # = coolchic.model.upsampling.TAPS (tested), without torch
-TAP_SHIFT = 8  # taps are integers over 2^TAP_SHIFT
+TAPS = (-9, 67, 225, -27)  # the bicubic taps over 2^TAP_SHIFT (format 4.0's only filter)
+TAP_SHIFT = 8
+UPS_FRAC = 10  # a level's taps are integers over 2^UPS_FRAC (spec §5.6)
+BICUBIC = tuple(t << (UPS_FRAC - TAP_SHIFT) for t in TAPS)  # (-36, 268, 900, -108)
+UPS_TAP_MAX = 1 << (UPS_FRAC + 1)  # every learned tap lies in [-2, 2]
+# Each pass's outputs are clipped to +-UPS_MAX, which bounds learned taps' cascades and keeps
+# every sum exact. The bicubic taps never reach it: their gain is at most 328/256 per pass,
+# and 12 passes from |latent| <= 2^15 (2^31 at SYN_FRAC) stay below 2^35.3, so format 4.0
+# files decode exactly as before.
+UPS_MAX = float(1 << 36)
 BLOCK = 16  # inputs per block of the banded products of the upsampling
 BAND_PIXELS = 1 << 14  # pixels per band of rows (the band's working set fits in L2)
 GEMM_MACS = 1 << 18  # most multiply-adds per matrix product (OpenBLAS stays on one thread)
 
 
-def _band_matrix() -> np.ndarray:
-    """(BLOCK + 4, 2 * BLOCK): padded inputs i .. i + 3 give output 2i (TAPS), inputs
-    i + 1 .. i + 4 output 2i + 1 (reversed TAPS); entries tap / 2^TAP_SHIFT, exact."""
+def level_taps(taps: np.ndarray | None, n_levels: int) -> np.ndarray:
+    """(n_levels, 4) int64 taps over 2^UPS_FRAC, row l upsampling into grid l: `taps`
+    itself, or the bicubic ones at every level when it is None."""
+    if taps is None:
+        return np.tile(np.array(BICUBIC, dtype=np.int64), (n_levels, 1))
+    taps = np.asarray(taps, dtype=np.int64)
+    if taps.shape != (n_levels, 4):
+        raise ValueError(f"upsampling taps of shape {taps.shape}, expected ({n_levels}, 4)")
+    return taps
+
+
+def _band_matrix(taps: Sequence[int] = BICUBIC) -> np.ndarray:
+    """(BLOCK + 4, 2 * BLOCK): padded inputs i .. i + 3 give output 2i (taps), inputs
+    i + 1 .. i + 4 output 2i + 1 (taps reversed); entries tap / 2^UPS_FRAC, exact."""
     band = np.zeros((BLOCK + 4, 2 * BLOCK))
-    taps = np.array(TAPS, dtype=np.float64) / (1 << TAP_SHIFT)
+    taps = np.array(taps, dtype=np.float64) / (1 << UPS_FRAC)
     for i in range(BLOCK):
         band[i : i + 4, 2 * i] = taps
         band[i + 1 : i + 5, 2 * i + 1] = taps[::-1]
     return band
 
 
-def range_matrix(start: int, stop: int, n: int) -> tuple[np.ndarray, int]:
+def range_matrix(start: int, stop: int, n: int, taps: Sequence[int] = BICUBIC) -> tuple[np.ndarray, int]:
     """Outputs ``start .. stop - 1`` of the 2x upsampling of an axis of length n as one
     dense (stop - start, m) matrix over inputs ``lo .. lo + m - 1``; returns it and lo.
 
-    Output 2j reads inputs j - 2 .. j + 1 with TAPS, output 2j + 1 inputs j - 1 .. j + 2
-    with the taps reversed; inputs outside 0 .. n - 1 read the nearest edge (their taps
-    add up, still multiples of 2^-TAP_SHIFT).
+    Output 2j reads inputs j - 2 .. j + 1 with `taps` (integers over 2^UPS_FRAC), output
+    2j + 1 inputs j - 1 .. j + 2 with the taps reversed; inputs outside 0 .. n - 1 read the
+    nearest edge (their taps add up, still multiples of 2^-UPS_FRAC).
     """
     lo, hi = max(0, start // 2 - 2), min(n, (stop + 1) // 2 + 2)
     out = np.arange(start, stop)
     phase = out % 2
     inputs = (out // 2)[:, None] + np.arange(-2, 2)[None, :] + phase[:, None]  # (rows, 4)
-    taps = np.array([TAPS, TAPS[::-1]], dtype=np.float64)[phase] / (1 << TAP_SHIFT)
+    taps = np.array([taps, taps[::-1]], dtype=np.float64)[phase] / (1 << UPS_FRAC)
     matrix = np.zeros((stop - start, hi - lo))
     np.add.at(matrix, (np.repeat(np.arange(stop - start), 4),
                        np.clip(inputs, 0, n - 1).ravel() - lo), taps.ravel())
@@ -99,7 +118,8 @@ def _upsample_rows(x: np.ndarray, n_out: int, band: np.ndarray) -> np.ndarray:
     for c0 in range(0, w, cols):
         np.matmul(band.T, view[..., c0 : c0 + cols], out=y[..., c0 : c0 + cols])
     y = y.reshape(c, blocks * 2 * BLOCK, w)[:, :n_out]
-    return np.floor(y, out=y)
+    np.floor(y, out=y)
+    return np.clip(y, -UPS_MAX, UPS_MAX, out=y)
 
 
 def _upsample_cols(x: np.ndarray, n_out: int, band: np.ndarray, pad: int = 0) -> np.ndarray:
@@ -119,22 +139,24 @@ def _upsample_cols(x: np.ndarray, n_out: int, band: np.ndarray, pad: int = 0) ->
     y = y[:, : n_out + 2 * pad]
     inner = y[:, pad : pad + n_out]  # the pad columns are still uninitialised here
     np.floor(inner, out=inner)
+    np.clip(inner, -UPS_MAX, UPS_MAX, out=inner)
     if pad:
         y[:, :pad] = y[:, pad : pad + 1]
         y[:, pad + n_out :] = y[:, pad + n_out - 1 : pad + n_out]
     return y.reshape(c, h, n_out + 2 * pad)
 
 
-def _coarse_stack(grids: list[np.ndarray], width: int, band: np.ndarray) -> np.ndarray:
+def _coarse_stack(grids: list[np.ndarray], width: int, taps: np.ndarray) -> np.ndarray:
     """Grids 1.. (each (h_k, w_k) at 2^-SYN_FRAC) upsampled as a cascade to grid 1's size,
     then to `width` columns plus one replicated column on each side:
-    (n_grids - 1, h_1, width + 2), all but the last vertical pass."""
+    (n_grids - 1, h_1, width + 2), all but the last vertical pass. taps: `level_taps`."""
     acc = grids[-1][None]
-    for grid in reversed(grids[1:-1]):
-        h, w = grid.shape
+    for level in range(len(grids) - 2, 0, -1):  # into grid `level`
+        h, w = grids[level].shape
+        band = _band_matrix(taps[level])
         acc = _upsample_rows(_upsample_cols(acc, w, band), h, band)
-        acc = np.concatenate((grid[None], acc))
-    return _upsample_cols(acc, width, band, pad=1)
+        acc = np.concatenate((grids[level][None], acc))
+    return _upsample_cols(acc, width, _band_matrix(taps[0]), pad=1)
 
 
 def _folded(layer: QLayer) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +257,7 @@ def synthesize(
     residual: Sequence[QLayer],
     *,
     bit_depth: int,
+    taps: np.ndarray | None = None,
     device: str = "cpu",
     kernel: Literal["auto", "native", "numpy"] = "auto",
 ) -> np.ndarray:
@@ -243,6 +266,8 @@ def synthesize(
     Args:
         grids: int64 (h_k, w_k) latents, grid 0 at the image size.
         mlp, residual: the synthesis' per-pixel layers and residual 3x3 convolutions.
+        taps: (n_grids - 1, 4) int64 upsampling taps over 2^UPS_FRAC, row l into grid l
+            (learned upsampling); None: the bicubic taps at every level.
         bit_depth: 8 or 16, the output's.
         device: 'cpu' runs this module; any other (torch) device runs
             `coolchic.reconstruct_torch`, which gives the same image bit for bit.
@@ -253,19 +278,19 @@ def synthesize(
     if str(device) != "cpu":
         from coolchic.reconstruct_torch import synthesize as synthesize_torch
 
-        return synthesize_torch(grids, mlp, residual, bit_depth=bit_depth, device=device)
+        return synthesize_torch(grids, mlp, residual, bit_depth=bit_depth, taps=taps, device=device)
+    taps = level_taps(taps, len(grids) - 1)
     lib = native_decoder.select(kernel)
     if lib is not None:
         layers = [m.T for m in _carrying_layers(mlp)]  # (inputs + 1, outputs [+ 1]) each
         conv = [np.concatenate([w.ravel(), b]) for w, b in map(_folded, residual)]
-        return lib.synthesize(grids, layers, conv, bit_depth=bit_depth)
+        return lib.synthesize(grids, layers, conv, bit_depth=bit_depth, taps=taps)
     scale = float(1 << SYN_FRAC)
     max_value = float((1 << bit_depth) - 1)
     h, w = grids[0].shape
     pw = w + 2
-    band = _band_matrix()
     scaled = [g.astype(np.float64) * scale for g in grids]
-    coarse = _coarse_stack(scaled, w, band) if len(grids) > 1 else None  # (n - 1, h_1, W + 2)
+    coarse = _coarse_stack(scaled, w, taps) if len(grids) > 1 else None  # (n - 1, h_1, W + 2)
     finest = _pad(scaled[0][None], -1, 1, 1)[0]  # (H, W + 2)
     layers = [_augmented(layer) for layer in mlp]
     channels = layers[-1].shape[0]
@@ -283,9 +308,10 @@ def synthesize(
         xb = x[:, : r1 - r0]
         xb[0] = finest[r0:r1]
         if coarse is not None:  # the last vertical pass for these rows: (rows, m) @ (m, W + 2)
-            m, lo = range_matrix(r0, r1, coarse.shape[1])
+            m, lo = range_matrix(r0, r1, coarse.shape[1], taps[0])
             up = xb[1:-1]
             np.floor(np.matmul(m, coarse[:, lo : lo + m.shape[1]], out=up), out=up)
+            np.clip(up, -UPS_MAX, UPS_MAX, out=up)
         _mlp(xb.reshape(len(grids) + 1, -1), layers, y[:, (r0 + 1) * pw : (r1 + 1) * pw])
     _fill_padding(y, (h, w))
     spare = np.zeros_like(y) if residual else None  # its last 2 cells stay 0, like y's

@@ -24,8 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
-from coolchic.model.upsampling import band_matrix, range_matrix, upsample_axis, upsample_cascade
-from coolchic.reconstruct import SYN_FRAC
+from coolchic.model.upsampling import (
+    band_matrix,
+    fixed_point,
+    range_matrix,
+    taps_tensor,
+    upsample_axis,
+    upsample_cascade,
+)
+from coolchic.reconstruct import SYN_FRAC, level_taps
 
 BAND_PIXELS = 1 << 15  # pixels per band of rows on the CPU (the working set fits in L2)
 
@@ -109,9 +116,11 @@ def synthesize(
     residual: Sequence[QLayer],
     *,
     bit_depth: int,
+    taps: np.ndarray | None = None,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Integer latent grids (finest first) -> image (H, W, C), uint8 or uint16.
+    """Integer latent grids (finest first) -> image (H, W, C), uint8 or uint16; `taps` as
+    in `coolchic.reconstruct.synthesize`.
 
     The coarser grids are upsampled together to the finest grid's rows and the full width;
     the last vertical 2x pass, the per-pixel layers and the convolutions then run band by
@@ -124,11 +133,13 @@ def synthesize(
     h, w = grids[0].shape
     with torch.no_grad(), _cpu_threads(device):
         t = [torch.from_numpy(g.astype(np.float64)).to(device)[None, None] * scale for g in grids]
-        band_m = band_matrix(torch.float64, device)
+        taps_t = torch.stack([taps_tensor(row, torch.float64, device)
+                              for row in level_taps(taps, len(grids) - 1)]) if len(grids) > 1 else None
         coarse = None
         if len(t) > 1:  # (1, n_grids - 1, h_1, W): grids 1.. upsampled but for one vertical pass
-            coarse = upsample_cascade(t[1:], floor=True)
-            coarse = torch.floor(upsample_axis(coarse, -1, 0, w, band_m))
+            coarse = upsample_cascade(t[1:], floor=True, taps=taps_t[1:])
+            band_m = band_matrix(torch.float64, device, taps_t[0])
+            coarse = fixed_point(upsample_axis(coarse, -1, 0, w, band_m))
         mlp_t = [_folded(layer, device) for layer in mlp]
         conv_t = [_conv_taps(layer, device) for layer in residual]
         reach = len(conv_t)  # rows a band needs above and below its own
@@ -139,8 +150,8 @@ def synthesize(
             a, b = max(0, r0 - reach), min(h, r1 + reach)
             x = t[0][0, :, a:b]  # (1, b - a, W)
             if coarse is not None:  # the last vertical pass for these rows: one small product
-                m, lo = range_matrix(a, b, coarse.shape[-2], torch.float64, device)
-                up = torch.floor(torch.matmul(m, coarse[0, :, lo : lo + m.shape[1]]))
+                m, lo = range_matrix(a, b, coarse.shape[-2], torch.float64, device, taps_t[0])
+                up = fixed_point(torch.matmul(m, coarse[0, :, lo : lo + m.shape[1]]))
                 x = torch.cat((x, up))  # (n_grids, b - a, W) at 2^-SYN_FRAC
             convs = []
             lo, hi = a, b  # rows of the image the band holds before each convolution

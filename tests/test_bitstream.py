@@ -56,7 +56,7 @@ def test_a_stream_round_trips_header_and_sections():
 
 def test_the_bytes_of_a_reference_stream_are_frozen():
     golden = bytes.fromhex(
-        "43434843" "04" "00" "01" "0300" "0500" "03" "08" "03"
+        "43434843" "05" "00" "01" "0300" "0500" "03" "08" "03"
         "01" "02" "0102" "02" "00" "03" "03" "78797a"
     )
     data = write_bitstream(HEADER, SECTIONS)

@@ -11,7 +11,6 @@ import torch
 
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-import coolchic.model.upsampling as upsampling
 import coolchic.reconstruct as reconstruct
 import coolchic.reconstruct_torch as reconstruct_torch
 from coolchic import native_decoder
@@ -20,15 +19,13 @@ from coolchic.entropy.fixedpoint import IntegerArm, QLayer
 from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
 from coolchic.model.coolchic import CoolChic, laplace_bits
 from coolchic.model.upsampling import (
-    TAP_SHIFT,
-    TAPS,
     band_matrix,
     upsample2x,
     upsample_axis,
     upsample_cascade,
 )
 from coolchic.presets import get_preset
-from coolchic.reconstruct import synthesize
+from coolchic.reconstruct import TAP_SHIFT, TAPS, synthesize
 from coolchic.train import adam, overfit
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -148,7 +145,6 @@ def _odd_synthesis_cases():
 
 
 def test_numpy_synthesis_equals_the_torch_synthesis_bit_for_bit(monkeypatch):
-    assert reconstruct.TAPS == upsampling.TAPS and reconstruct.TAP_SHIFT == upsampling.TAP_SHIFT
     for grids, mlp, residual, depth in _odd_synthesis_cases():
         ref = reconstruct_torch.synthesize(grids, mlp, residual, bit_depth=depth, device="cpu")
         for band in (1, 1 << 14):  # one row at a time, and the default bands

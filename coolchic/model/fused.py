@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets
 from coolchic.entropy.tables import LOG_SCALE_MAX, LOG_SCALE_MIN
 from coolchic.model import native
-from coolchic.model.upsampling import band_matrix, range_matrix, upsample_axis, upsample_cascade
+from coolchic.model.upsampling import (
+    band_matrix,
+    range_basis,
+    range_matrix,
+    taps_tensor,
+    upsample_axis,
+    upsample_cascade,
+)
 
 MIN_PROB = 2.0**-24  # the integer tables never give a symbol less than 2^-24
 ARM_BAND = 1 << 14  # latent positions per band on the CPU (working set within L2; measured)
@@ -320,31 +327,38 @@ def _pad_grad(gp: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
 
 
 class _SynthesisMse(torch.autograd.Function):
-    """MSE of the synthesis against an image; inputs (finest, coarser, image,
+    """MSE of the synthesis against an image; inputs (finest, coarser, vtaps, image,
     *mlp weights, *mlp biases, *conv weights, *conv biases), see `synthesis_mse`."""
 
     @staticmethod
     def forward(ctx, n_mlp: int, kernels: Kernels, finest: torch.Tensor, coarser: torch.Tensor | None,
-                image: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+                vtaps: torch.Tensor | None, image: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         grads = [torch.zeros_like(p) for p in params]
         grad_finest = torch.zeros_like(finest, memory_format=torch.contiguous_format)
         grad_coarser = (torch.zeros_like(coarser, memory_format=torch.contiguous_format)
                         if coarser is not None else None)
+        grad_vtaps = (torch.zeros(4, dtype=torch.float64, device=finest.device)
+                      if vtaps is not None and vtaps.requires_grad else None)
         mse = _synthesis_mse(finest, coarser, image, params, n_mlp, kernels,
-                             (grad_finest, grad_coarser, grads))
-        ctx.save_for_backward(grad_finest, grad_coarser, *grads)
+                             (grad_finest, grad_coarser, grads, grad_vtaps), vtaps)
+        if grad_vtaps is not None:
+            grad_vtaps = grad_vtaps.to(vtaps.dtype)
+        ctx.save_for_backward(grad_finest, grad_coarser, grad_vtaps, *grads)
         return mse
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        return (None, None, *_scaled(ctx.saved_tensors[:2], grad_output), None,
-                *_scaled(ctx.saved_tensors[2:], grad_output))
+        return (None, None, *_scaled(ctx.saved_tensors[:3], grad_output), None,
+                *_scaled(ctx.saved_tensors[3:], grad_output))
 
 
-def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels, grads) -> torch.Tensor:
-    """The last vertical 2x pass of the upsampling, the synthesis of ``Synthesis.forward``
-    and the MSE against `image`, band by band of rows; accumulates the gradients into
-    `grads` = (finest's, coarser's, [parameters']; all contiguous) unless it is None."""
+def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels, grads,
+                   vtaps: torch.Tensor | None = None) -> torch.Tensor:
+    """The last vertical 2x pass of the upsampling (taps `vtaps`, None: bicubic), the
+    synthesis of ``Synthesis.forward`` and the MSE against `image`, band by band of rows;
+    accumulates the gradients into `grads` = (finest's, coarser's, [parameters'], vtaps'
+    (float64, or None: not wanted); all contiguous) unless it is None."""
+    vtaps = None if vtaps is None else vtaps.detach()
     h, w = finest.shape[-2:]
     n_conv = (len(params) - 2 * n_mlp) // 2
     mlp_w, mlp_b = params[:n_mlp], params[n_mlp : 2 * n_mlp]
@@ -353,7 +367,7 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels,
     lib = kernels.native_for(finest)
     if lib is not None and image.shape[1] <= native.MAX_CHANNELS:
         return _synthesis_mse_native(lib, finest, coarser, image, list(zip(mlp_w, mlp_b)),
-                                     list(zip(conv_w, conv_b)), grads)
+                                     list(zip(conv_w, conv_b)), grads, vtaps)
     # (ky, kx)-major list of (out, in) matrices of each convolution
     taps = [[cw[:, :, ky, kx] for ky in range(3) for kx in range(3)] for cw in conv_w]
     scale = 2.0 / image.numel()  # d mse / d x_hat = scale * (x_hat - image)
@@ -365,7 +379,7 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels,
         a, b = max(0, r0 - n_conv), min(h, r1 + n_conv)  # rows the convolutions reach
         x = finest[0, :, a:b]  # (1, b - a, W)
         if coarser is not None:  # the last vertical 2x pass for these rows: one small product
-            up, up_lo = range_matrix(a, b, coarser.shape[-2], finest.dtype, finest.device)
+            up, up_lo = range_matrix(a, b, coarser.shape[-2], finest.dtype, finest.device, vtaps)
             x = torch.cat((x, torch.matmul(up, coarser[0, :, up_lo : up_lo + up.shape[1]])))
         acts = [x.reshape(x.shape[0], -1)]
         for i, (wt, bias) in enumerate(zip(mlp_w, mlp_b)):
@@ -392,7 +406,7 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels,
         total += torch.dot(diff.reshape(-1), diff.reshape(-1))
         if grads is None:
             continue
-        grad_finest, grad_coarser, grad_params = grads
+        grad_finest, grad_coarser, grad_params, grad_vtaps = grads
         g = torch.zeros_like(z)  # d mse / d z, rows lo .. hi
         g[:, r0 - lo : r1 - lo] = diff * scale
         for j in range(n_conv - 1, -1, -1):
@@ -418,12 +432,19 @@ def _synthesis_mse(finest, coarser, image, params, n_mlp: int, kernels: Kernels,
         g = g.view(-1, b - a, w)  # (n_grids, b - a, W)
         grad_finest[0, 0, a:b] += g[0]
         if coarser is not None:
+            inputs = coarser[0, :, up_lo : up_lo + up.shape[1]]  # (n_grids - 1, m, W)
             grad_coarser[0, :, up_lo : up_lo + up.shape[1]] += torch.matmul(up.t(), g[1:])
+            if grad_vtaps is not None:  # d mse / d up = sum over grids of g @ inputs^T
+                grad_up = torch.einsum("krw,kmw->rm", g[1:], inputs).double()
+                basis, _ = range_basis(a, b, coarser.shape[-2])
+                grad_vtaps += torch.einsum("trm,rm->t", torch.tensor(basis, device=g.device), grad_up)
     return total / image.numel()
 
 
-def _synthesis_mse_native(lib: native.Library, finest, coarser, image, mlp, convs, grads) -> torch.Tensor:
+def _synthesis_mse_native(lib: native.Library, finest, coarser, image, mlp, convs, grads,
+                          vtaps: torch.Tensor | None) -> torch.Tensor:
     dtype = finest.dtype
+    taps = (taps_tensor(None, torch.float64) if vtaps is None else vtaps.double()).contiguous()
     widths = [mlp[0][0].shape[1], *(wt.shape[0] for wt, _ in mlp)]
     mlp_packed, conv_packed = _pack(mlp, dtype), _pack(convs, dtype) if convs else finest.new_zeros(0)
     native_grads = None
@@ -433,7 +454,8 @@ def _synthesis_mse_native(lib: native.Library, finest, coarser, image, mlp, conv
     band_rows = max(1, SYNTHESIS_BAND // finest.shape[-1])
     total = lib.synthesis_mse(finest.contiguous(), None if coarser is None else coarser.contiguous(),
                               image.to(dtype).contiguous(), widths, mlp_packed, len(convs),
-                              conv_packed, band_rows, native_grads)
+                              conv_packed, band_rows, native_grads, taps,
+                              None if grads is None else grads[3])
     if grads is not None:
         n_mlp = len(mlp)
         params = grads[2]
@@ -447,7 +469,7 @@ def _synthesis_mse_native(lib: native.Library, finest, coarser, image, mlp, conv
 def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                   mlp: list[tuple[torch.Tensor, torch.Tensor]],
                   convs: list[tuple[torch.Tensor, torch.Tensor]], *,
-                  kernels: Kernels = EAGER) -> torch.Tensor:
+                  kernels: Kernels = EAGER, vtaps: torch.Tensor | None = None) -> torch.Tensor:
     """``mean((Synthesis.forward(upsample_cascade(grids)) - image) ** 2)``, computed band
     by band with the last vertical 2x pass of the upsampling done in each band.
 
@@ -457,17 +479,19 @@ def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: tor
             upsampled 2x horizontally only (see `upsample_stack`); None with one grid.
         image: (1, C, H, W).
         mlp, convs: the synthesis layers as (weight, bias).
+        vtaps: (4,) real taps of the last vertical pass (learned upsampling: grid 0's
+            level); None: the bicubic ones.
 
-    Differentiable w.r.t. the latents and the layers; no gradients are computed when grad
-    mode is off.
+    Differentiable w.r.t. the latents, the layers and `vtaps`; no gradients are computed
+    when grad mode is off.
     """
     params = (*(w for w, _ in mlp), *(b for _, b in mlp),
               *(w for w, _ in convs), *(b for _, b in convs))
-    inputs = (finest, coarser, *params)
+    inputs = (finest, coarser, vtaps, *params)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        return _SynthesisMse.apply(len(mlp), kernels, finest, coarser, image, *params)
+        return _SynthesisMse.apply(len(mlp), kernels, finest, coarser, vtaps, image, *params)
     with torch.no_grad():
-        return _synthesis_mse(finest, coarser, image, params, len(mlp), kernels, None)
+        return _synthesis_mse(finest, coarser, image, params, len(mlp), kernels, None, vtaps)
 
 
 class _UpsampleStack(torch.autograd.Function):
@@ -489,14 +513,21 @@ class _UpsampleStack(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def upsample_stack(grids: list[torch.Tensor], *, kernels: Kernels = EAGER) -> torch.Tensor | None:
+def upsample_stack(grids: list[torch.Tensor], *, kernels: Kernels = EAGER,
+                   taps: torch.Tensor | None = None) -> torch.Tensor | None:
     """The `coarser` input of `synthesis_mse`: grids 1.. (each (1, 1, h_k, w_k)) cascaded
-    to grid 1's size, then 2x horizontally to grid 0's width."""
+    to grid 1's size, then 2x horizontally to grid 0's width.
+
+    Args:
+        taps: (n_grids - 1, 4) real taps, row l into grid l (learned upsampling;
+            differentiable, computed by torch); None: the bicubic ones (native on the CPU).
+    """
     if len(grids) == 1:
         return None
     lib = kernels.native_for(grids[0])
-    if lib is not None:
+    if lib is not None and taps is None:
         return _UpsampleStack.apply(lib, grids[0].shape[-1], *grids[1:])
-    stack = upsample_cascade(grids[1:])  # (1, n_grids - 1, h_1, w_1)
-    band = band_matrix(stack.dtype, stack.device)
+    # (1, n_grids - 1, h_1, w_1)
+    stack = upsample_cascade(grids[1:], taps=None if taps is None else taps[1:])
+    band = band_matrix(stack.dtype, stack.device, None if taps is None else taps[0])
     return upsample_axis(stack, -1, 0, grids[0].shape[-1], band)

@@ -411,17 +411,22 @@ double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const
 }
 
 // Upsampling taps (coolchic/model/upsampling.py): even outputs read inputs j-2 .. j+1,
-// odd outputs j-1 .. j+2 with the taps reversed; indices clamped to the axis.
+// odd outputs j-1 .. j+2 with the taps reversed; indices clamped to the axis. TAPS are the
+// bicubic ones (the cascade below); the synthesis' last vertical pass takes its own.
 constexpr double TAPS[4] = {-9.0 / 256, 67.0 / 256, 225.0 / 256, -27.0 / 256};
 
+// Output row r of a 2x pass along an axis of n inputs: the 4 input rows it reads, the tap
+// each is weighted by, and which of the level's 4 taps that is (index[t]).
 struct Upsample {
   int64_t rows[4];
   double taps[4];
-  Upsample(int64_t r, int64_t n) {
+  int index[4];
+  Upsample(int64_t r, int64_t n, const double* level = TAPS) {
     const int64_t j = r / 2, phase = r % 2;
     for (int t = 0; t < 4; ++t) {
       rows[t] = std::min(std::max<int64_t>(j - 2 + phase + t, 0), n - 1);
-      taps[t] = phase ? TAPS[3 - t] : TAPS[t];
+      index[t] = phase ? 3 - t : t;
+      taps[t] = level[index[t]];
     }
   }
 };
@@ -531,6 +536,8 @@ struct Synthesis {
   T* grad_coarser;
   double* grad_mlp;
   double* grad_conv;
+  const double* vtaps;  // the 4 taps of the last vertical 2x pass
+  double* grad_vtaps;   // their gradient (4), or nullptr: not wanted
 
   static constexpr int VL = VBYTES / sizeof(T);
   int64_t rs() const { return (W + 2 + VL - 1) / VL * VL + VL; }
@@ -541,7 +548,7 @@ struct Synthesis {
     const T* f = finest + r * W + c0;
     for (int lane = 0; lane < L; ++lane) x[lane] = lane < cnt ? f[lane] : T(0);
     if (K == 0) return;
-    const Upsample up(r, hc);
+    const Upsample up(r, hc, vtaps);
     for (int64_t k = 0; k < K; ++k) {
       const T* base = coarser + k * hc * W + c0;
       T* dst = x + (k + 1) * L;
@@ -570,20 +577,27 @@ struct Synthesis {
     std::vector<std::pair<T*, T*>> spilled;  // (output row, spill row) pairs, W each
     double total = 0;
     std::vector<double> grad_mlp, grad_conv;
+    double grad_vtaps[4] = {0, 0, 0, 0};
   };
 
   // the inputs' gradient of pixels (r, c0 ..) into the part's rows
-  void scatter_inputs(const Part& part, const T* gx, int64_t r, int64_t c0, int cnt) const {
+  void scatter_inputs(Part& part, const T* gx, int64_t r, int64_t c0, int cnt) const {
     T* f = part.finest_row[r] + c0;
     for_lanes(cnt, [&](int lane) { f[lane] += gx[lane]; });
     if (K == 0) return;
-    const Upsample up(r, hc);
+    const Upsample up(r, hc, vtaps);
     for (int64_t k = 0; k < K; ++k) {
       const T* g = gx + (k + 1) * L;
       for (int t = 0; t < 4; ++t) {
         T* dst = part.coarser_row[k * hc + up.rows[t]] + c0;
         const T tap = up.taps[t];
         for_lanes(cnt, [&](int lane) { dst[lane] += tap * g[lane]; });
+        if (grad_vtaps != nullptr) {  // d loss / d tap: the gradient times the input it weighs
+          const T* src = coarser + (k * hc + up.rows[t]) * W + c0;
+          T s = 0;
+          for_lanes(cnt, [&](int lane) { s += g[lane] * src[lane]; });
+          part.grad_vtaps[up.index[t]] += double(s);
+        }
       }
     }
   }
@@ -742,7 +756,7 @@ struct Synthesis {
     const int64_t a = std::max<int64_t>(0, lo - n_conv), b = std::min(H, hi + n_conv);
     for (int64_t r = a; r < b; ++r) rows.push_back(r);
     if (K == 0) return;
-    const int64_t c_lo = Upsample(a, hc).rows[0], c_hi = Upsample(b - 1, hc).rows[3];
+    const int64_t c_lo = Upsample(a, hc, vtaps).rows[0], c_hi = Upsample(b - 1, hc, vtaps).rows[3];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t r = c_lo; r <= c_hi; ++r) rows.push_back(H + k * hc + r);
   }
@@ -790,6 +804,8 @@ struct Synthesis {
       if (!grads) continue;
       for (size_t j = 0; j < p.grad_mlp.size(); ++j) grad_mlp[j] += p.grad_mlp[j];
       for (size_t j = 0; j < p.grad_conv.size(); ++j) grad_conv[j] += p.grad_conv[j];
+      if (grad_vtaps != nullptr)
+        for (int t = 0; t < 4; ++t) grad_vtaps[t] += p.grad_vtaps[t];
       for (const auto& [own, sp] : p.spilled)
         for (int64_t c = 0; c < W; ++c) own[c] += sp[c];
     }
@@ -802,12 +818,12 @@ double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, c
                      int64_t C, int64_t H, int64_t W, int n_mlp, const int64_t* widths,
                      const T* mlp_params, int n_conv, const T* conv_params, int64_t band_rows,
                      T* grad_finest, T* grad_coarser, double* grad_mlp, double* grad_conv,
-                     int threads) {
+                     const double* vtaps, double* grad_vtaps, int threads) {
   auto run = [&](auto nc) {
     Synthesis<T, decltype(nc)::value> s{finest, coarser, K, hc, image, C, H, W,
                                         Mlp<T>(n_mlp, widths, mlp_params), n_conv, conv_params,
                                         T(2.0 / double(C * H * W)), grad_finest, grad_coarser,
-                                        grad_mlp, grad_conv};
+                                        grad_mlp, grad_conv, vtaps, grad_vtaps};
     return s.run(band_rows, threads);
   };
   switch (C) {
@@ -962,7 +978,7 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
 
 extern "C" {
 
-int coolchic_kernels_version() { return 2; }
+int coolchic_kernels_version() { return 3; }
 
 #define ARM_RATE(NAME, T)                                                                      \
   double NAME(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets, \
@@ -978,10 +994,11 @@ ARM_RATE(coolchic_arm_rate_f64, double)
   double NAME(const T* finest, const T* coarser, int64_t K, int64_t hc, const T* image, int64_t C, \
               int64_t H, int64_t W, int n_mlp, const int64_t* widths, const T* mlp_params,      \
               int n_conv, const T* conv_params, int64_t band_rows, T* grad_finest,              \
-              T* grad_coarser, double* grad_mlp, double* grad_conv, int threads) {              \
+              T* grad_coarser, double* grad_mlp, double* grad_conv, const double* vtaps,        \
+              double* grad_vtaps, int threads) {                                                \
     return synthesis_mse<T>(finest, coarser, K, hc, image, C, H, W, n_mlp, widths, mlp_params,  \
                             n_conv, conv_params, band_rows, grad_finest, grad_coarser,          \
-                            grad_mlp, grad_conv, threads);                                      \
+                            grad_mlp, grad_conv, vtaps, grad_vtaps, threads);                   \
   }
 SYNTHESIS_MSE(coolchic_synthesis_mse_f32, float)
 SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)

@@ -24,7 +24,7 @@ import torch
 from coolchic import nativebuild
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
-VERSION = 2  # coolchic_kernels_version() of SOURCE
+VERSION = 3  # coolchic_kernels_version() of SOURCE
 _COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math", "-pthread")
 # tried in order: tuned for this CPU, then portable
 FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
@@ -68,7 +68,7 @@ class Library:
         arm = [_PTR, _PTR, _I64, _I64, _PTR, ctypes.c_int, _PTR, _PTR, _F64, _F64, _F64, _PTR, _PTR,
                ctypes.c_int]
         syn = [_PTR, _PTR, _I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int, _PTR, _PTR,
-               ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, ctypes.c_int]
+               ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, ctypes.c_int]
         soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR, ctypes.c_int]
         up = [ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
         for suffix in ("f32", "f64"):
@@ -101,18 +101,22 @@ class Library:
 
     def synthesis_mse(self, finest: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                       widths: list[int], mlp: torch.Tensor, n_conv: int, conv: torch.Tensor,
-                      band_rows: int, grads: tuple | None) -> float:
+                      band_rows: int, grads: tuple | None, vtaps: torch.Tensor,
+                      grad_vtaps: torch.Tensor | None = None) -> float:
         """Sum of squared errors of the synthesis (see ``fused.synthesis_mse``); `mlp` and
         `conv` pack each layer's weight then bias; `grads` = (finest's, coarser's, mlp's,
-        conv's) receive the gradients of the mean squared error, or None. Runs on
-        `kernel_threads()` threads; the result does not depend on them."""
+        conv's) receive the gradients of the mean squared error, or None; `vtaps` (4,
+        float64) are the taps of the last vertical 2x pass, `grad_vtaps` (4, float64)
+        receives their gradient unless None. Runs on `kernel_threads()` threads; the result
+        does not depend on them."""
         _, c, h, w = image.shape
         k, hc = (0, 1) if coarser is None else coarser.shape[1:3]
         wid = torch.tensor(widths, dtype=torch.int64)
         g = (None,) * 4 if grads is None else grads
         return self._fn("synthesis_mse", finest.dtype)(
             _ptr(finest), _ptr(coarser), k, hc, _ptr(image), c, h, w, len(widths) - 1, _ptr(wid),
-            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g), kernel_threads())
+            _ptr(mlp), n_conv, _ptr(conv), band_rows, *(_ptr(t) for t in g), _ptr(vtaps),
+            _ptr(grad_vtaps), kernel_threads())
 
 
     def upsample_stack(self, grids: list[torch.Tensor], width: int, out: torch.Tensor | None = None,

@@ -1,9 +1,12 @@
 """Upsampling of the latent grids to the image resolution.
 
-Each 2x step is a separable 4-tap bicubic interpolation (Keys' kernel, a = -0.75) with
-half-pixel alignment and replicated borders. At a factor of two the kernel's taps are exact
-multiples of 1/256 ([-9, 67, 225, -27] / 256 for even outputs, reversed for odd ones), so the
-same filter runs exactly in fixed point in the decoder (``coolchic.reconstruct``). Grids are
+Each 2x step is a separable 4-tap interpolation with half-pixel alignment and replicated
+borders: even outputs read inputs j-2 .. j+1 with 4 taps, odd outputs j-1 .. j+2 with the
+taps reversed (a symmetric 8-tap transposed filter). By default the taps are bicubic (Keys'
+kernel, a = -0.75: [-9, 67, 225, -27] / 256); a decoder with learned upsampling has its own
+taps at each level (Philippe et al., arXiv 2411.19249), integers over 2^UPS_FRAC in the
+bitstream, so the same filters run exactly in fixed point in the decoder
+(``coolchic.reconstruct``). Grids are
 upsampled as a cascade, coarsest first: up 2x, crop to the next grid, stack, repeat
 (the hierarchical scheme of Cool-chic's later releases, Leguay et al. 2023).
 
@@ -24,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TAPS = (-9, 67, 225, -27)  # even outputs; odd outputs use the reversed taps
-TAP_SHIFT = 8  # taps are integers over 2^TAP_SHIFT
-TAP_COUNT = len(TAPS)
+from coolchic.reconstruct import BICUBIC, TAPS, UPS_FRAC, UPS_MAX
+
+TAP_COUNT = len(TAPS)  # even outputs use the taps, odd outputs the taps reversed
 BLOCK = 16  # input samples per block of the banded matrix products
 _REACH = TAP_COUNT  # extra input samples a block of outputs reads (2 before, 2 after)
 
@@ -53,18 +56,41 @@ def replicate_range(x: torch.Tensor, dim: int, start: int, stop: int) -> torch.T
     return F.pad(x, pad, mode="replicate")
 
 
-def band_matrix(dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+def taps_tensor(taps, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A level's 4 taps as real values: integers over 2^UPS_FRAC (a sequence or an int
+    array) divided out, exact in float32 and float64; None: the bicubic ones."""
+    if taps is None:
+        taps = BICUBIC
+    return torch.tensor(np.asarray(taps, dtype=np.float64) / (1 << UPS_FRAC), dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def _band_basis() -> np.ndarray:
+    """(4, BLOCK + 4, 2 * BLOCK): the band matrix is sum_t taps[t] * basis[t]."""
+    basis = np.zeros((TAP_COUNT, BLOCK + _REACH, 2 * BLOCK))
+    for i in range(BLOCK):
+        for t in range(TAP_COUNT):
+            basis[t, i + t, 2 * i] = 1.0
+            basis[TAP_COUNT - 1 - t, i + 1 + t, 2 * i + 1] = 1.0
+    basis.setflags(write=False)
+    return basis
+
+
+def band_matrix(dtype: torch.dtype, device: torch.device | str = "cpu",
+                taps: torch.Tensor | None = None) -> torch.Tensor:
     """(BLOCK + 4, 2 * BLOCK) matrix mapping a padded block of inputs to its outputs.
 
     Input i of the block (padded index i + 2) gives output 2i from padded inputs i..i+3 with
-    TAPS and output 2i+1 from padded inputs i+1..i+4 with the reversed taps; entries are
-    tap / 2^TAP_SHIFT, exact in float32 and float64.
+    the taps and output 2i+1 from padded inputs i+1..i+4 with the taps reversed.
+
+    Args:
+        taps: (4,) real taps (`taps_tensor`, or learned ones: the matrix is then
+            differentiable w.r.t. them); None: the bicubic ones, exact in float32/64.
     """
-    band = torch.zeros(BLOCK + _REACH, 2 * BLOCK, dtype=torch.float64)
-    taps = torch.tensor(TAPS, dtype=torch.float64) / (1 << TAP_SHIFT)
-    for i in range(BLOCK):
-        band[i : i + TAP_COUNT, 2 * i] = taps
-        band[i + 1 : i + 1 + TAP_COUNT, 2 * i + 1] = taps.flip(0)
+    if taps is None:
+        taps = taps_tensor(None, torch.float64)
+    basis = torch.tensor(_band_basis(), dtype=taps.dtype, device=taps.device)
+    band = torch.einsum("t,tij->ij", taps, basis)  # (BLOCK + 4, 2 * BLOCK)
     return band.to(dtype=dtype, device=device)
 
 
@@ -124,51 +150,74 @@ def banded_backward(g: torch.Tensor, shape: torch.Size, dim: int, start: int, st
 
 
 @functools.lru_cache(maxsize=256)
-def _range_matrix(start: int, stop: int, n: int) -> tuple[np.ndarray, int]:
+def range_basis(start: int, stop: int, n: int) -> tuple[np.ndarray, int]:
+    """(4, stop - start, m) 0/1 arrays whose sum weighted by the taps is `range_matrix`."""
     first = start // 2
     lo, hi = max(0, first - 2), min(n, (stop + 1) // 2 + 2)
     out = np.arange(start, stop)
     phase = out % 2
-    # even output 2j reads inputs j-2 .. j+1 with TAPS; odd output 2j+1 reads j-1 .. j+2
-    # with the taps reversed; indices outside 0 .. n-1 read the nearest edge
-    inputs = (out // 2)[:, None] + np.arange(-2, 2)[None, :] + phase[:, None]
-    taps = np.array([TAPS, TAPS[::-1]], dtype=np.float64)[phase] / (1 << TAP_SHIFT)
-    matrix = np.zeros((stop - start, hi - lo))
-    np.add.at(matrix, (np.repeat(np.arange(stop - start), TAP_COUNT),
-                       np.clip(inputs, 0, n - 1).ravel() - lo), taps.ravel())
-    matrix.setflags(write=False)
-    return matrix, lo
+    # even output 2j reads inputs j-2 .. j+1 with taps 0..3; odd 2j+1 reads j-1 .. j+2 with
+    # taps 3..0; indices outside 0 .. n-1 read the nearest edge
+    inputs = (out // 2)[:, None] + np.arange(-2, 2)[None, :] + phase[:, None]  # (rows, 4)
+    tap = np.where(phase[:, None] == 1, 3 - np.arange(4)[None, :], np.arange(4)[None, :])
+    basis = np.zeros((TAP_COUNT, stop - start, hi - lo))
+    rows = np.repeat(np.arange(stop - start), TAP_COUNT)
+    np.add.at(basis, (tap.ravel(), rows, np.clip(inputs, 0, n - 1).ravel() - lo), 1.0)
+    basis.setflags(write=False)
+    return basis, lo
 
 
 def range_matrix(start: int, stop: int, n: int, dtype: torch.dtype,
-                 device: torch.device | str) -> tuple[torch.Tensor, int]:
+                 device: torch.device | str, taps: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Outputs ``start .. stop - 1`` of the 2x upsampling of an axis of length n as one
     dense matrix: (stop - start, m) over inputs ``lo .. lo + m - 1``; returns it and lo.
 
-    Entries are sums of taps / 2^TAP_SHIFT (edges replicated), exact in float32 and float64,
-    so ``matrix @ x[lo : lo + m]`` equals `upsample_axis` exactly in fixed point. Meant for
-    short ranges (a band of rows), where one small matrix product beats the blocked one.
+    With exact taps (None: bicubic; or `taps_tensor`) the entries are sums of multiples of
+    2^-UPS_FRAC (edges replicated), exact in float32 and float64, so ``matrix @ x[lo : lo + m]``
+    equals `upsample_axis` exactly in fixed point. Learned taps make it differentiable
+    w.r.t. them. Meant for short ranges (a band of rows), where one small matrix product
+    beats the blocked one.
     """
-    matrix, lo = _range_matrix(start, stop, n)
-    return torch.tensor(matrix, dtype=dtype, device=device), lo
+    basis, lo = range_basis(start, stop, n)
+    if taps is None:
+        taps = taps_tensor(None, torch.float64)
+    b = torch.tensor(basis, dtype=taps.dtype, device=taps.device)
+    return torch.einsum("t,trm->rm", taps, b).to(dtype=dtype, device=device), lo
+
+
+def band_gradient(x: torch.Tensor, g: torch.Tensor, dim: int, start: int, stop: int) -> torch.Tensor:
+    """Gradient w.r.t. the band matrix of `upsample_axis` (outputs ``start .. stop - 1``
+    of x along `dim`), given the outputs' gradient g: (BLOCK + 4, 2 * BLOCK)."""
+    first = start // 2
+    blocks = -(-((stop + 1) // 2 - first) // BLOCK)
+    before, after = start - 2 * first, 2 * blocks * BLOCK - (stop - 2 * first)
+    xp = replicate_range(x, dim, first - 2, first + blocks * BLOCK + 2)
+    if dim == -1:
+        u = xp.unfold(-1, BLOCK + _REACH, BLOCK)  # (B, C, h, blocks, K)
+        gy = F.pad(g, (before, after)).unflatten(-1, (blocks, 2 * BLOCK))  # (B, C, h, blocks, 2B)
+        return u.reshape(-1, BLOCK + _REACH).t() @ gy.reshape(-1, 2 * BLOCK)
+    u = xp.unfold(-2, BLOCK + _REACH, BLOCK)  # (B, C, blocks, w, K)
+    gy = F.pad(g, (0, 0, before, after)).unflatten(-2, (blocks, 2 * BLOCK))  # (B, C, blocks, 2B, w)
+    return torch.einsum("bcnwk,bcnjw->kj", u, gy)
 
 
 class _UpsampleAxis(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, start, stop, band):
         ctx.args = (x.shape, dim, start, stop)
-        ctx.save_for_backward(band)
+        ctx.save_for_backward(band, x if band.requires_grad else None)
         return _banded_forward(x, dim, start, stop, band)
 
     @staticmethod
     def backward(ctx, g):
-        (band,) = ctx.saved_tensors
-        shape, dim = ctx.args[0], ctx.args[1]
+        band, x = ctx.saved_tensors
+        shape, dim, start, stop = ctx.args
         gx, lo = banded_backward(g, *ctx.args, band)
         if gx.shape[dim] != shape[dim]:
             gx = F.pad(gx, (lo, shape[-1] - lo - gx.shape[-1]) if dim == -1 else
                        (0, 0, lo, shape[-2] - lo - gx.shape[-2]))
-        return gx, None, None, None, None
+        g_band = band_gradient(x, g, dim, start, stop) if ctx.needs_input_grad[4] else None
+        return gx, None, None, None, g_band
 
 
 def upsample_axis(x: torch.Tensor, dim: int, start: int, stop: int, band: torch.Tensor) -> torch.Tensor:
@@ -181,7 +230,7 @@ def upsample_axis(x: torch.Tensor, dim: int, start: int, stop: int, band: torch.
     Args:
         band: ``band_matrix(x.dtype, x.device)``.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
+    if torch.is_grad_enabled() and (x.requires_grad or band.requires_grad):
         return _UpsampleAxis.apply(x, dim, start, stop, band)
     return _banded_forward(x, dim, start, stop, band)
 
@@ -192,27 +241,41 @@ def upsample2x(x: torch.Tensor, out_h: int, out_w: int, *, floor: bool = False,
 
     Args:
         floor: fixed-point mode (float64 tensors holding integers): floor after each pass,
-            which keeps every value an integer. The training path leaves it False.
+            which keeps every value an integer, then clip to +-UPS_MAX. The training path
+            leaves it False.
         band: ``band_matrix(x.dtype, x.device)``, to reuse it across calls.
     """
     if band is None:
         band = band_matrix(x.dtype, x.device)
     y = upsample_axis(x, -1, 0, out_w, band)
     if floor:
-        y = torch.floor(y)
+        y = fixed_point(y)
     y = upsample_axis(y, -2, 0, out_h, band)
-    return torch.floor(y) if floor else y
+    return fixed_point(y) if floor else y
 
 
-def upsample_cascade(grids: list[torch.Tensor], *, floor: bool = False) -> torch.Tensor:
+def fixed_point(y: torch.Tensor) -> torch.Tensor:
+    """A pass's outputs in the decoder's fixed point: floored, clipped to +-UPS_MAX."""
+    return torch.floor(y).clamp_(-UPS_MAX, UPS_MAX)
+
+
+def upsample_cascade(grids: list[torch.Tensor], *, floor: bool = False,
+                     taps: torch.Tensor | None = None) -> torch.Tensor:
     """Stack the grids (finest first, each (1, 1, h_k, w_k)) at full resolution.
+
+    Args:
+        taps: (n_grids - 1, 4) real taps, row l upsampling into grid l (learned
+            upsampling; differentiable); None: the bicubic taps at every level.
 
     Returns:
         (1, n_grids, H, W): channel k is grid k upsampled; channel 0 is the finest grid.
     """
-    band = band_matrix(grids[0].dtype, grids[0].device)
+    dtype, device = grids[0].dtype, grids[0].device
+    bicubic = band_matrix(dtype, device) if taps is None else None
     acc = grids[-1]
-    for grid in reversed(grids[:-1]):
+    for level in range(len(grids) - 2, -1, -1):  # into grid `level`
+        grid = grids[level]
+        band = bicubic if taps is None else band_matrix(dtype, device, taps[level])
         acc = upsample2x(acc, grid.shape[-2], grid.shape[-1], floor=floor, band=band)
         acc = torch.cat((grid, acc), dim=1)
     return acc
