@@ -39,7 +39,7 @@ demo: install  ## encode then decode the sample crop (about a minute on 2 cores)
 bench: install  ## speed benchmark (writes results/speed.tsv)
 	$(PY) benchmarks/speed.py
 
-reproduce-paper: install  ## Kodak RD protocol (PRESET=quick|paper JOBS=N BACKEND=local|ray KODAK_DIR=...)
+reproduce-paper: install  ## Kodak RD protocol (PRESET=quick|paper|paper-grade JOBS=N BACKEND=local|ray KODAK_DIR=...)
 	$(PY) -m coolchic.evaluate.reproduce --preset $(PRESET) --jobs $(JOBS) --backend $(BACKEND) \
 		$(if $(KODAK_DIR),--kodak-dir $(KODAK_DIR))
 

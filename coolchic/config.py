@@ -84,6 +84,15 @@ ARCHS: dict[str, DecoderConfig] = {
         arm=ArmConfig(context=8, hidden=(8, 8)),
         synthesis=SynthesisConfig(hidden=(24,), residual_convs=2),
     ),
+    # The shape of Cool-chic's LOP decoder (about 580 MAC/pixel, Cool-chic 3.4 to 4.2): ARM
+    # of 8 neighbours and two hidden layers of 8, synthesis 16 -> 3 then two 3x3 residual
+    # convolutions, learned upsampling taps. (Theirs has a ReLU between its convolutions and
+    # 8-tap plus 7-tap pre-concatenation filters; ours are linear and 4-tap symmetric.)
+    "lop": DecoderConfig(
+        arm=ArmConfig(context=8, hidden=(8, 8)),
+        synthesis=SynthesisConfig(hidden=(16,), residual_convs=2),
+        upsampling=UpsamplingConfig(learned=True),
+    ),
 }
 DEFAULT_ARCH = "default"
 AUTO_ARCH = "auto"  # the encoder's default: `auto_arch` picks one of ARCHS per image

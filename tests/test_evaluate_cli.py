@@ -221,3 +221,34 @@ def test_reproduce_writes_the_run_and_the_comparison_with_the_paper(tmp_path):
     assert "BD-rate of ours against the paper's curve" in text
     lambdas = {float(line.split()[0]) for line in (tmp_path / "log").read_text().splitlines()}
     assert lambdas == set(paper_lambdas())
+
+
+def test_the_paper_grade_protocol_publishes_its_bitstreams_and_compares_with_cool_chic(
+        tmp_path, monkeypatch):
+    from dataclasses import replace as swap
+
+    from PIL import Image
+
+    import coolchic.evaluate.reproduce as reproduce_module
+    from tests.test_evaluate_runner import SIDE, FakeCodec, synthetic_image
+
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    for seed, name in enumerate(("kodim01", "kodim04", "kodim05")):
+        Image.fromarray(synthetic_image(SIDE + 10, SIDE + 20, seed=seed)).save(kodak / f"{name}.png")
+    protocol = swap(reproduce_module.PROTOCOLS["paper-grade"], images=("kodim01", "kodim04"),
+                    lambdas=(4e-3, 2e-2), baselines=("jpeg420",), out=tmp_path / "run",
+                    publish=tmp_path / "bitstreams")
+    monkeypatch.setitem(reproduce_module.PROTOCOLS, "paper-grade", protocol)
+    fake = FakeCodec(str(tmp_path / "log"), name="coolchic-slow")
+    reproduce_module.reproduce("paper-grade", kodak_dir=kodak, baselines=("jpeg420", "webp"),
+                               codec_factory=lambda spec: fake)
+    published = sorted(p.name for p in (tmp_path / "bitstreams").iterdir())
+    assert published == ["kodim01@0.004.bin", "kodim01@0.02.bin", "kodim04@0.004.bin", "kodim04@0.02.bin"]
+    assert (tmp_path / "bitstreams" / "kodim04@0.02.bin").read_bytes() == (
+        tmp_path / "run" / "bitstreams" / "coolchic-slow" / "kodim04@0.02.bin").read_bytes()
+    text = (tmp_path / "run" / "releases.md").read_text()
+    assert "Cool-chic v3.4" in text and "over 4 points" in text
+    # Cool-chic 3.4's published kodim01 at 0.02: 0.1211 bpp (its per-image results)
+    assert "| kodim01 | 0.02 |" in text
+    assert not (tmp_path / "run" / "rows" / "webp").exists()  # only the protocol's anchors

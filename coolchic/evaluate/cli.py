@@ -128,10 +128,11 @@ _Device = Annotated[str, typer.Option(help="cpu or cuda, for our codec.")]
 _Seed = Annotated[int, typer.Option(help="Random seed of our codec.")]
 _Arch = Annotated[str | None, typer.Option(help="Decoder configuration of our codec [auto].")]
 _Protocol = Annotated[str, typer.Option(
-    help="Protocol: quick (CPU, 256x256 crops), paper (whole images, GPU), or a preset name.")]
+    help="Protocol: quick (CPU, 256x256 crops), paper (whole images, GPU), paper-grade (8 whole "
+         "images, 4 lambdas, bitstreams published in results/paper-grade), or a preset name.")]
 _Kodak = Annotated[Path | None, typer.Option(help="Folder holding kodim01.png ... kodim24.png.")]
 _RunOut = Annotated[Path | None, typer.Option(
-    "--out", "-o", help="Run folder [results/runs/kodak-<protocol>].")]
+    "--out", "-o", help="Run folder [results/runs/kodak-<protocol>; paper-grade: results/paper-grade/run].")]
 
 
 @_errors_as_exit_codes

@@ -19,6 +19,14 @@ Protocols (``PRESET=...``):
   and ranks the codecs on identical pixels.
 - ``paper``: the 24 whole images with preset ``slow``, the paper's setting; meant for a GPU
   (``--device cuda``).
+- ``paper-grade``: 8 whole images (kodim01, 04, 07, 08, 13, 15, 19, 23) at 4 lambdas
+  (4e-4, 1e-3, 4e-3, 2e-2: about 0.05 to 1.3 bpp), preset ``slow``, against x265 HEVC
+  4:4:4 and AVIF 4:4:4 on the same images. Its run folder is ``results/paper-grade/run``
+  (committed: it resumes across sessions), its bitstreams are copied to
+  ``results/paper-grade/bitstreams/IMAGE@LAMBDA.bin`` (the evidence, decodable without our
+  evaluation code), and ``releases.md`` sets each point's RD cost beside Cool-chic 3.4's
+  published one at the same lambda. About 20 minutes a CPU encode here: 32 encodes are
+  about 5 hours on 2 cores.
 - any training preset name (``fast``, ``medium``, ...): whole images with that preset.
 
 Standalone: ``python -m coolchic.evaluate.reproduce --help``.
@@ -43,7 +51,7 @@ from coolchic.evaluate.evaluation import (
     evaluate,
 )
 from coolchic.evaluate.jobs import Codec, CoolchicCodec
-from coolchic.evaluate.published import PAPER_VERSION, paper_lambdas, paper_points
+from coolchic.evaluate.published import PAPER_VERSION, paper_lambdas, paper_per_image, paper_points
 from coolchic.evaluate.report import complete_points, curves
 from coolchic.evaluate.runner import BackendOptions
 from coolchic.evaluate.store import RunStore
@@ -64,14 +72,27 @@ class Protocol:
     preset: str  # our training preset
     crop: int | None  # centre-crop side in pixels, None for whole images
     description: str
+    images: tuple[str, ...] | None = None  # Kodak images run (None: all 24)
+    lambdas: tuple[float, ...] | None = None  # None: the paper's
+    baselines: tuple[str, ...] | None = None  # classical codecs run beside ours (None: all)
+    out: Path | None = None  # run folder (None: results/runs/kodak-<name>, scratch)
+    publish: Path | None = None  # where its bitstreams are copied as IMAGE@LAMBDA.bin
+    release: str | None = None  # the Cool-chic release whose points releases.md compares
 
 
+PAPER_GRADE = Path("results") / "paper-grade"
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol("quick", "quick", 256,
                  "256x256 centre crops of the 24 Kodak images, preset quick (CPU, <= 60 min)"),
         Protocol("paper", "slow", None, "the 24 whole Kodak images, preset slow (GPU)"),
+        Protocol("paper-grade", "slow", None,
+                 "8 whole Kodak images at 4 lambdas, preset slow, against HEVC and AVIF 4:4:4",
+                 images=("kodim01", "kodim04", "kodim07", "kodim08", "kodim13", "kodim15",
+                         "kodim19", "kodim23"),
+                 lambdas=(4e-4, 1e-3, 4e-3, 2e-2), baselines=("hevc444", "avif444"),
+                 out=PAPER_GRADE / "run", publish=PAPER_GRADE / "bitstreams", release="v3.4"),
     )
 }
 
@@ -181,21 +202,74 @@ def reproduce(
     console = console or Console(stderr=True)
     protocol = protocol_for(preset)
     images_dir = find_kodak(kodak_dir)
-    out = out or Path("results") / "runs" / f"kodak-{protocol.name}"
+    out = out or protocol.out or Path("results") / "runs" / f"kodak-{protocol.name}"
     console.print(f"protocol {protocol.name}: {protocol.description}; images from {images_dir};"
                   f" results in {out}", highlight=False)
     spec = EvaluationSpec(
-        images_dir=images_dir, out=out, lambdas=paper_lambdas(), preset=protocol.preset,
-        baselines=baselines, crop=protocol.crop, device=device,
+        images_dir=images_dir, out=out, lambdas=protocol.lambdas or paper_lambdas(),
+        preset=protocol.preset, baselines=baselines if protocol.baselines is None else tuple(
+            b for b in protocol.baselines if b in baselines),
+        crop=protocol.crop, device=device, images=protocol.images,
     )
     result = evaluate(spec, options, console=console, codec_factory=codec_factory)
     codec = (codec_factory or (lambda s: CoolchicCodec(protocol.preset)))(spec).name
-    text = comparison_markdown(RunStore(out), codec, protocol)
-    path = out / "comparison.md"
+    store = RunStore(out)
+    if protocol.release is None:
+        text, path = comparison_markdown(store, codec, protocol), out / "comparison.md"
+    else:
+        text, path = releases_markdown(store, codec, protocol), out / "releases.md"
     atomic_write_bytes(path, text.encode())
     Console().print(text, highlight=False)
     result.files.append(path)
+    if protocol.publish is not None:
+        result.files += publish_bitstreams(store, codec, protocol.publish)
     return result
+
+
+def publish_bitstreams(store: RunStore, codec: str, folder: Path) -> list[Path]:
+    """Copy the run's bitstreams of `codec` to `folder` as IMAGE@LAMBDA.bin (nothing else
+    goes there), so that they can be decoded and measured without our evaluation code."""
+    written = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in store.rows():
+        if row.codec != codec:
+            continue
+        source = store.bitstream_path(codec, row.image, row.setting)
+        if source.is_file():
+            target = folder / f"{row.image}@{row.setting:g}.bin"
+            atomic_write_bytes(target, source.read_bytes())
+            written.append(target)
+    return written
+
+
+def releases_markdown(store: RunStore, codec: str, protocol: Protocol) -> str:
+    """Each (image, lambda) of ours beside a Cool-chic release's published point at the same
+    lambda: bpp, PSNR and the RD cost J = MSE + lambda bpp (MSE on [0, 1]), and J's ratio."""
+    theirs = paper_per_image(protocol.release)
+    rows = sorted((r for r in store.rows() if r.codec == codec), key=lambda r: (r.image, r.setting))
+    lines = [f"# {codec} beside Cool-chic {protocol.release} at the same lambdas", "",
+             f"Protocol `{protocol.name}`: {protocol.description}. Cool-chic's points are its "
+             "published per-image results (coolchic.evaluate.published.paper_per_image); J = "
+             "MSE + lambda * bpp with the MSE on [0, 1]. Encode: our wall time for that file.", "",
+             "| image | lambda | bpp | PSNR (dB) | MAC/pixel | encode (min) | Cool-chic bpp | "
+             "Cool-chic PSNR | J / Cool-chic's J |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ratios = []
+    for r in rows:
+        j = 10.0 ** (-r.psnr_db / 10.0) + r.setting * r.bpp
+        point = theirs.get((r.image, r.setting))
+        cells = ["-", "-", "-"]
+        if point is not None:
+            ratio = j / (10.0 ** (-point[1] / 10.0) + r.setting * point[0])
+            ratios.append(ratio)
+            cells = [f"{point[0]:.4f}", f"{point[1]:.2f}", f"{ratio:.3f}"]
+        mac = "-" if r.mac_per_pixel is None else f"{r.mac_per_pixel:.0f}"
+        lines.append(f"| {r.image} | {r.setting:g} | {r.bpp:.4f} | {r.psnr_db:.2f} | {mac} | "
+                     f"{r.encode_s / 60:.1f} | " + " | ".join(cells) + " |")
+    if ratios:
+        mean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        lines += ["", f"Geometric mean of J / Cool-chic's J over {len(ratios)} points: {mean:.3f}."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:  # pragma: no cover - exercised through `python -m` by make

@@ -230,7 +230,8 @@ def report(rows_dir: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
     by = {(r["variant"], r["image"], r["lmbda"]): r for r in rows}
     ratios: dict = {}
-    print("| image | lambda | fixed: bpp / dB | " + " | ".join(f"{v}: J / fixed" for v in VARIANTS[1:]) + " |")
+    heads = " | ".join(f"{v}: J / fixed" for v in VARIANTS[1:])
+    print(f"| image | lambda | fixed: bpp / dB | {heads} |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in VARIANTS[1:]) + " |")
     for im in IMAGES:
         for lm in LAMBDAS:

@@ -1,0 +1,129 @@
+"""Whole-image screening of codec ideas (issue 26): real encodes, real bitstreams.
+
+Each variant is a (decoder configuration, training preset) pair run through the public
+`coolchic.encode.encode`; its true RD cost J = MSE + lambda * bpp is measured from the file's
+size and the decoded image, and compared with the control's on the same (image, lambda):
+the report prints, per variant, the geometric mean of J / J_control and its range.
+
+The protocol: 4 whole Kodak images of different content (a portrait, a detailed scene, a
+mid-detail one, large smooth areas with sharp edges) at lambda 1e-3 and 1e-2 (about 0.45
+and 0.08 bpp), preset `fast` (2800 iterations): 8 encodes a variant, about 4 minutes each
+on one core. Rows are JSON files, one per (variant, image, lambda), written when the encode
+ends, so a run resumes where it stopped; run two shards side by side on two cores.
+
+    python experiments/screen/run.py 1/2 ROWS --variants default,learned &
+    python experiments/screen/run.py 2/2 ROWS --variants default,learned
+    python experiments/screen/run.py --report ROWS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from coolchic.config import DecoderConfig, UpsamplingConfig, get_arch
+from coolchic.encode import encode
+from coolchic.evaluate.datasets import load_image
+
+KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
+IMAGES = ("kodim04", "kodim13", "kodim19", "kodim23")
+LAMBDAS = (1e-3, 1e-2)
+CONTROL = "default"
+LEARNED = UpsamplingConfig(learned=True)
+
+
+def _variants() -> dict[str, tuple[DecoderConfig, str]]:
+    """name -> (decoder configuration, preset)."""
+    return {
+        "default": (get_arch("default"), "fast"),
+        "learned": (replace(get_arch("default"), upsampling=LEARNED), "fast"),
+        "lop": (get_arch("lop"), "fast"),
+        "synth": (get_arch("synth"), "fast"),
+        "synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "fast"),
+    }
+
+
+def _revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
+        lambdas: tuple[float, ...]) -> None:
+    i, n = (int(v) for v in shard.split("/"))
+    variants = _variants()
+    rows.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, im, lm) for im in images for lm in lambdas for v in names]
+    for k, (variant, im, lm) in enumerate(jobs):
+        target = rows / f"{variant}@{im}@{lm:g}.json"
+        if k % n != i - 1 or target.exists():
+            continue
+        config, preset = variants[variant]
+        pixels = load_image(KODAK / f"{im}.png").pixels
+        result = encode(pixels, lmbda=lm, preset=preset, arch=config, threads=1)
+        r = result.report
+        mse = 10.0 ** (-r.psnr_db / 10.0)
+        row = {"variant": variant, "image": im, "lmbda": lm, "preset": preset, "bytes": r.n_bytes,
+               "bpp": r.bpp, "psnr_db": r.psnr_db, "J": mse + lm * r.bpp,
+               "mac_per_pixel": r.mac_per_pixel, "encode_s": r.encode_seconds,
+               "revision": _revision(), "machine": platform.processor() or platform.machine()}
+        target.write_text(json.dumps(row, indent=1) + "\n")
+        print(f"{target.name}: {r.n_bytes} bytes, {r.bpp:.4f} bpp, {r.psnr_db:.2f} dB, J {row['J']:.6f}, "
+              f"{r.encode_seconds:.0f} s", flush=True)
+
+
+def report(rows: Path) -> None:
+    data = [json.loads(p.read_text()) for p in sorted(rows.glob("*.json"))]
+    by = {(r["variant"], r["image"], r["lmbda"]): r for r in data}
+    names = [v for v in _variants() if any(r["variant"] == v for r in data)]
+    others = [v for v in names if v != CONTROL]
+    heads = " | ".join(f"{v}: J / {CONTROL}" for v in others)
+    print(f"| image | lambda | {CONTROL}: bpp / dB | {heads} |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in others) + " |")
+    ratios: dict[str, list[float]] = {v: [] for v in others}
+    for im in IMAGES:
+        for lm in LAMBDAS:
+            base = by.get((CONTROL, im, lm))
+            if base is None:
+                continue
+            cells = []
+            for v in others:
+                row = by.get((v, im, lm))
+                cells.append("-" if row is None else f"{row['J'] / base['J']:.4f}")
+                if row is not None:
+                    ratios[v].append(row["J"] / base["J"])
+            print(f"| {im} | {lm:g} | {base['bpp']:.4f} / {base['psnr_db']:.2f} | " + " | ".join(cells) + " |")
+    print()
+    for v, r in ratios.items():
+        if r:
+            mean = math.exp(float(np.mean(np.log(r))))
+            seconds = np.mean([row["encode_s"] for key, row in by.items() if key[0] == v])
+            print(f"{v}: J / {CONTROL} geometric mean {mean:.4f} over {len(r)} pairs "
+                  f"(range {min(r):.4f} to {max(r):.4f}); encode {seconds:.0f} s on average")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shard", nargs="?", help="i/n: run every n-th job from the i-th")
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("--variants", default="default,learned")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        report(args.rows)
+    else:
+        run(args.shard, args.rows, args.variants.split(","), IMAGES, LAMBDAS)
+
+
+if __name__ == "__main__":
+    main()
