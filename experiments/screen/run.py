@@ -102,7 +102,8 @@ def report(rows: Path) -> None:
                 cells.append("-" if row is None else f"{row['J'] / base['J']:.4f}")
                 if row is not None:
                     ratios[v].append(row["J"] / base["J"])
-            print(f"| {im} | {lm:g} | {base['bpp']:.4f} / {base['psnr_db']:.2f} | " + " | ".join(cells) + " |")
+            first = f"{base['bpp']:.4f} / {base['psnr_db']:.2f}"
+            print(f"| {im} | {lm:g} | {first} | " + " | ".join(cells) + " |")
     print()
     for v, r in ratios.items():
         if r:
