@@ -495,22 +495,33 @@ def synthesis_mse(finest: torch.Tensor, coarser: torch.Tensor | None, image: tor
 
 
 class _UpsampleStack(torch.autograd.Function):
-    """`upsample_stack` by the native kernel; inputs (library, width, *grids 1..)."""
+    """`upsample_stack` by the native kernel; inputs (library, width, taps, *grids 1..),
+    taps (n_grids - 1, 4) real or None (bicubic)."""
 
     @staticmethod
-    def forward(ctx, lib: native.Library, width: int, *grids: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, lib: native.Library, width: int, taps: torch.Tensor | None,
+                *grids: torch.Tensor) -> torch.Tensor:
         ctx.lib, ctx.width = lib, width
         ctx.shapes = [g.shape for g in grids]
         grids = [g.contiguous() for g in grids]
+        levels = (taps_tensor(None, torch.float64).repeat(len(grids), 1) if taps is None
+                  else taps.detach().double().contiguous())
+        ctx.learned = taps is not None and taps.requires_grad
+        ctx.save_for_backward(levels, *(grids if ctx.learned else ()))
         out = grids[0].new_empty(1, len(grids), grids[0].shape[-2], width)
-        lib.upsample_stack(grids, width, out=out)
+        lib.upsample_stack(grids, width, levels, out=out)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        levels, *grids = ctx.saved_tensors
         grads = [grad.new_empty(s) for s in ctx.shapes]
-        ctx.lib.upsample_stack(grads, ctx.width, grad_out=grad.contiguous(), grads=grads)
-        return (None, None, *grads)
+        grad_taps = torch.zeros_like(levels) if ctx.learned else None
+        ctx.lib.upsample_stack(grids or grads, ctx.width, levels, grad_out=grad.contiguous(), grads=grads,
+                               grad_taps=grad_taps)
+        if grad_taps is not None:
+            grad_taps = grad_taps.to(grad.dtype)
+        return (None, None, grad_taps, *grads)
 
 
 def upsample_stack(grids: list[torch.Tensor], *, kernels: Kernels = EAGER,
@@ -520,13 +531,13 @@ def upsample_stack(grids: list[torch.Tensor], *, kernels: Kernels = EAGER,
 
     Args:
         taps: (n_grids - 1, 4) real taps, row l into grid l (learned upsampling;
-            differentiable, computed by torch); None: the bicubic ones (native on the CPU).
+            differentiable); None: the bicubic ones.
     """
     if len(grids) == 1:
         return None
     lib = kernels.native_for(grids[0])
-    if lib is not None and taps is None:
-        return _UpsampleStack.apply(lib, grids[0].shape[-1], *grids[1:])
+    if lib is not None:
+        return _UpsampleStack.apply(lib, grids[0].shape[-1], taps, *grids[1:])
     # (1, n_grids - 1, h_1, w_1)
     stack = upsample_cascade(grids[1:], taps=None if taps is None else taps[1:])
     band = band_matrix(stack.dtype, stack.device, None if taps is None else taps[0])

@@ -411,17 +411,15 @@ double arm_rate(const T* canvas, const T* valid, int64_t start, int64_t n, const
 }
 
 // Upsampling taps (coolchic/model/upsampling.py): even outputs read inputs j-2 .. j+1,
-// odd outputs j-1 .. j+2 with the taps reversed; indices clamped to the axis. TAPS are the
-// bicubic ones (the cascade below); the synthesis' last vertical pass takes its own.
-constexpr double TAPS[4] = {-9.0 / 256, 67.0 / 256, 225.0 / 256, -27.0 / 256};
-
+// odd outputs j-1 .. j+2 with the taps reversed; indices clamped to the axis. Every caller
+// passes its level's 4 taps (bicubic or learned).
 // Output row r of a 2x pass along an axis of n inputs: the 4 input rows it reads, the tap
 // each is weighted by, and which of the level's 4 taps that is (index[t]).
 struct Upsample {
   int64_t rows[4];
   double taps[4];
   int index[4];
-  Upsample(int64_t r, int64_t n, const double* level = TAPS) {
+  Upsample(int64_t r, int64_t n, const double* level) {
     const int64_t j = r / 2, phase = r % 2;
     for (int t = 0; t < 4; ++t) {
       rows[t] = std::min(std::max<int64_t>(j - 2 + phase + t, 0), n - 1);
@@ -838,20 +836,25 @@ double synthesis_mse(const T* finest, const T* coarser, int64_t K, int64_t hc, c
 // The cascade of 2x upsamplings of coolchic.model.upsampling (upsample_stack): grids
 // 1 .. K, coarsest last, to grid 1's size, stacked finest first, then 2x horizontally to
 // the width W0. Output x of an axis of length n reads inputs x/2 - 2 + x%2 + t, t = 0..3,
-// clamped to 0 .. n-1, with TAPS (even x) or TAPS reversed (odd x). The cascade is linear,
-// so its backward pass (`adjoint`) needs only the shapes.
+// clamped to 0 .. n-1, with the level's taps (even x) or the taps reversed (odd x); the step
+// into grid l (l = 0 for the last horizontal pass) uses taps[4 l .. 4 l + 3]. The cascade
+// is linear in the grids: its adjoint needs only the shapes, plus the grids themselves for
+// the gradient of the taps.
 template <typename T>
 struct Cascade {
   int K;
   const int64_t* shapes;  // (K, 2): (h, w) of grids 1 .. K
   int64_t W0;
+  const double* taps;  // (K, 4): level l upsamples into grid l
 
   int64_t h(int k) const { return shapes[2 * k]; }
   int64_t w(int k) const { return shapes[2 * k + 1]; }
+  const double* level(int l) const { return taps + 4 * l; }
 
   // out[0 .. m) = 2x upsampling of in[0 .. n); pad: n + 4 scratch
-  static void up_row(const T* in, int64_t n, T* __restrict out, int64_t m, T* __restrict pad) {
-    const T t0 = T(TAPS[0]), t1 = T(TAPS[1]), t2 = T(TAPS[2]), t3 = T(TAPS[3]);
+  static void up_row(const T* in, int64_t n, T* __restrict out, int64_t m, T* __restrict pad,
+                     const double* k) {
+    const T t0 = T(k[0]), t1 = T(k[1]), t2 = T(k[2]), t3 = T(k[3]);
     for (int64_t i = 0; i < n + 4; ++i) pad[i] = in[std::min(std::max<int64_t>(i - 2, 0), n - 1)];
     const int64_t pairs = m / 2;
     for (int64_t j = 0; j < pairs; ++j) {  // pad[j + 2] is input j
@@ -861,9 +864,35 @@ struct Cascade {
     if (m % 2) out[m - 1] = t0 * pad[pairs] + t1 * pad[pairs + 1] + t2 * pad[pairs + 2] + t3 * pad[pairs + 3];
   }
 
+  // gt[0 .. 4) += d <out, g> / d taps of up_row(in); pad: n + 4 scratch
+  static void up_row_taps(const T* in, int64_t n, const T* g, int64_t m, T* __restrict pad, double* gt) {
+    for (int64_t i = 0; i < n + 4; ++i) pad[i] = in[std::min(std::max<int64_t>(i - 2, 0), n - 1)];
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const int64_t pairs = m / 2;
+    for (int64_t j = 0; j < pairs; ++j) {
+      const T ge = g[2 * j], go = g[2 * j + 1];
+      s0 += ge * pad[j] + go * pad[j + 4];
+      s1 += ge * pad[j + 1] + go * pad[j + 3];
+      s2 += ge * pad[j + 2] + go * pad[j + 2];
+      s3 += ge * pad[j + 3] + go * pad[j + 1];
+    }
+    if (m % 2) {
+      const T ge = g[m - 1];
+      s0 += ge * pad[pairs];
+      s1 += ge * pad[pairs + 1];
+      s2 += ge * pad[pairs + 2];
+      s3 += ge * pad[pairs + 3];
+    }
+    gt[0] += double(s0);
+    gt[1] += double(s1);
+    gt[2] += double(s2);
+    gt[3] += double(s3);
+  }
+
   // gin[0 .. n) = adjoint of up_row applied to g[0 .. m); gz: 2n + 16 scratch
-  static void up_row_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, T* __restrict gz) {
-    const T t0 = T(TAPS[0]), t1 = T(TAPS[1]), t2 = T(TAPS[2]), t3 = T(TAPS[3]);
+  static void up_row_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, T* __restrict gz,
+                             const double* k) {
+    const T t0 = T(k[0]), t1 = T(k[1]), t2 = T(k[2]), t3 = T(k[3]);
     // gz[x + 8] = g[x], zero outside: every padded input p = -2 .. n + 1 gathers from the
     // outputs 2p - 3 .. 2p + 4 that read it
     std::fill(gz, gz + 8, T(0));
@@ -888,9 +917,9 @@ struct Cascade {
   }
 
   // rows: out row r (of m) = sum_t tap in row clamp(r/2 - 2 + r%2 + t) (of n); width cols
-  static void up_rows(const T* in, int64_t n, T* __restrict out, int64_t m, int64_t cols) {
+  static void up_rows(const T* in, int64_t n, T* __restrict out, int64_t m, int64_t cols, const double* k) {
     for (int64_t r = 0; r < m; ++r) {
-      const Upsample u(r, n);
+      const Upsample u(r, n, k);
       const T *a = in + u.rows[0] * cols, *b = in + u.rows[1] * cols;
       const T *c = in + u.rows[2] * cols, *d = in + u.rows[3] * cols;
       const T ta = T(u.taps[0]), tb = T(u.taps[1]), tc = T(u.taps[2]), td = T(u.taps[3]);
@@ -899,50 +928,82 @@ struct Cascade {
     }
   }
 
-  static void up_rows_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, int64_t cols) {
+  // gin = adjoint of up_rows applied to g; with gt, also gt[0 .. 4) += d <out, g> / d taps
+  static void up_rows_adjoint(const T* g, int64_t m, T* __restrict gin, int64_t n, int64_t cols,
+                              const double* k, const T* in, double* gt) {
     std::fill(gin, gin + n * cols, T(0));
     for (int64_t r = 0; r < m; ++r) {
-      const Upsample u(r, n);
+      const Upsample u(r, n, k);
       const T* gr = g + r * cols;
       for (int t = 0; t < 4; ++t) {
         T* dst = gin + u.rows[t] * cols;
         const T tap = T(u.taps[t]);
         for (int64_t i = 0; i < cols; ++i) dst[i] += tap * gr[i];
+        if (gt != nullptr) {
+          const T* src = in + u.rows[t] * cols;
+          T s = 0;
+          for (int64_t i = 0; i < cols; ++i) s += gr[i] * src[i];
+          gt[u.index[t]] += double(s);
+        }
       }
+    }
+  }
+
+  // The stacks of the forward pass: stacks[k] (k = 0 .. K - 1) holds channels k .. K - 1 at
+  // grid k's size; rows[k] (k < K - 1) the channels k + 1 .. of stacks[k + 1] upsampled
+  // along the rows only, (K - 1 - k, h(k + 1), w(k)).
+  void stacks(const T* const* grids, std::vector<std::vector<T>>& stack,
+              std::vector<std::vector<T>>& cols) const {
+    stack.assign(K, {});
+    cols.assign(K, {});
+    stack[K - 1].assign(grids[K - 1], grids[K - 1] + h(K - 1) * w(K - 1));
+    std::vector<T> pad(std::max(W0, w(0)) + 4);
+    for (int k = K - 2; k >= 0; --k) {
+      const int64_t ch = K - 1 - k, hi = h(k + 1), wi = w(k + 1), ho = h(k), wo = w(k);
+      std::vector<T>& tmp = cols[k];
+      tmp.resize(ch * hi * wo);
+      for (int64_t r = 0; r < ch * hi; ++r)
+        up_row(stack[k + 1].data() + r * wi, wi, tmp.data() + r * wo, wo, pad.data(), level(k + 1));
+      std::vector<T>& next = stack[k];
+      next.resize((ch + 1) * ho * wo);
+      std::copy(grids[k], grids[k] + ho * wo, next.begin());
+      for (int64_t c = 0; c < ch; ++c)
+        up_rows(tmp.data() + c * hi * wo, hi, next.data() + (c + 1) * ho * wo, ho, wo, level(k + 1));
     }
   }
 
   // out: (K, h(0), W0)
   void forward(const T* const* grids, T* out) const {
-    std::vector<T> acc(grids[K - 1], grids[K - 1] + h(K - 1) * w(K - 1));
-    std::vector<T> tmp, pad(std::max(W0, w(0)) + 4);
-    for (int k = K - 2; k >= 0; --k) {  // acc: channels k + 1 .. K - 1 at grid k + 1's size
-      const int64_t ch = K - 1 - k, hi = h(k + 1), wi = w(k + 1), ho = h(k), wo = w(k);
-      tmp.resize(ch * hi * wo);
-      for (int64_t r = 0; r < ch * hi; ++r) up_row(acc.data() + r * wi, wi, tmp.data() + r * wo, wo, pad.data());
-      std::vector<T> next((ch + 1) * ho * wo);
-      std::copy(grids[k], grids[k] + ho * wo, next.begin());
-      for (int64_t c = 0; c < ch; ++c)
-        up_rows(tmp.data() + c * hi * wo, hi, next.data() + (c + 1) * ho * wo, ho, wo);
-      acc.swap(next);
-    }
-    for (int64_t r = 0; r < K * h(0); ++r) up_row(acc.data() + r * w(0), w(0), out + r * W0, W0, pad.data());
+    std::vector<std::vector<T>> stack, cols;
+    stacks(grids, stack, cols);
+    std::vector<T> pad(std::max(W0, w(0)) + 4);
+    for (int64_t r = 0; r < K * h(0); ++r)
+      up_row(stack[0].data() + r * w(0), w(0), out + r * W0, W0, pad.data(), level(0));
   }
 
-  // grads[k] = d / d grid k of <out, g>
-  void adjoint(const T* g, T* const* grads) const {
-    std::vector<T> acc(K * h(0) * w(0)), tmp, gz(2 * std::max(W0, w(0)) + 16);
-    for (int64_t r = 0; r < K * h(0); ++r)
-      up_row_adjoint(g + r * W0, W0, acc.data() + r * w(0), w(0), gz.data());
+  // grads[k] = d / d grid k of <out, g>; with grad_taps ((K, 4), added to), also the taps'
+  // gradient, for which the forward pass is recomputed from `grids`
+  void adjoint(const T* g, T* const* grads, const T* const* grids, double* grad_taps) const {
+    std::vector<std::vector<T>> stack, cols;
+    if (grad_taps != nullptr) stacks(grids, stack, cols);
+    std::vector<T> acc(K * h(0) * w(0)), tmp, gz(2 * std::max(W0, w(0)) + 16), pad(std::max(W0, w(0)) + 4);
+    for (int64_t r = 0; r < K * h(0); ++r) {
+      up_row_adjoint(g + r * W0, W0, acc.data() + r * w(0), w(0), gz.data(), level(0));
+      if (grad_taps != nullptr) up_row_taps(stack[0].data() + r * w(0), w(0), g + r * W0, W0, pad.data(), grad_taps);
+    }
     for (int k = 0; k < K - 1; ++k) {  // acc: channels k .. K - 1 at grid k's size
       const int64_t ch = K - 1 - k, hi = h(k + 1), wi = w(k + 1), ho = h(k), wo = w(k);
+      double* gt = grad_taps == nullptr ? nullptr : grad_taps + 4 * (k + 1);
       std::copy(acc.begin(), acc.begin() + ho * wo, grads[k]);
       tmp.resize(ch * hi * wo);
       for (int64_t c = 0; c < ch; ++c)
-        up_rows_adjoint(acc.data() + (c + 1) * ho * wo, ho, tmp.data() + c * hi * wo, hi, wo);
+        up_rows_adjoint(acc.data() + (c + 1) * ho * wo, ho, tmp.data() + c * hi * wo, hi, wo, level(k + 1),
+                        gt == nullptr ? nullptr : cols[k].data() + c * hi * wo, gt);
       std::vector<T> next(ch * hi * wi);
-      for (int64_t r = 0; r < ch * hi; ++r)
-        up_row_adjoint(tmp.data() + r * wo, wo, next.data() + r * wi, wi, gz.data());
+      for (int64_t r = 0; r < ch * hi; ++r) {
+        up_row_adjoint(tmp.data() + r * wo, wo, next.data() + r * wi, wi, gz.data(), level(k + 1));
+        if (gt != nullptr) up_row_taps(stack[k + 1].data() + r * wi, wi, tmp.data() + r * wo, wo, pad.data(), gt);
+      }
       acc.swap(next);
     }
     std::copy(acc.begin(), acc.begin() + h(K - 1) * w(K - 1), grads[K - 1]);
@@ -978,7 +1039,7 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
 
 extern "C" {
 
-int coolchic_kernels_version() { return 3; }
+int coolchic_kernels_version() { return 4; }
 
 #define ARM_RATE(NAME, T)                                                                      \
   double NAME(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets, \
@@ -1004,13 +1065,14 @@ SYNTHESIS_MSE(coolchic_synthesis_mse_f32, float)
 SYNTHESIS_MSE(coolchic_synthesis_mse_f64, double)
 
 #define UPSAMPLE_STACK(NAME, T)                                                               \
-  void NAME(int K, const int64_t* shapes, int64_t W0, const int64_t* grids, T* out,           \
-            const T* grad_out, const int64_t* grads) {                                        \
-    const Cascade<T> c{K, shapes, W0};                                                        \
+  void NAME(int K, const int64_t* shapes, int64_t W0, const double* taps, const int64_t* grids, \
+            T* out, const T* grad_out, const int64_t* grads, double* grad_taps) {             \
+    const Cascade<T> c{K, shapes, W0, taps};                                                  \
     if (grad_out == nullptr) {                                                                \
       c.forward(reinterpret_cast<const T* const*>(grids), out);                               \
     } else {                                                                                  \
-      c.adjoint(grad_out, reinterpret_cast<T* const*>(grads));                                \
+      c.adjoint(grad_out, reinterpret_cast<T* const*>(grads),                                 \
+                reinterpret_cast<const T* const*>(grids), grad_taps);                         \
     }                                                                                         \
   }
 UPSAMPLE_STACK(coolchic_upsample_stack_f32, float)

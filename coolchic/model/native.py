@@ -24,7 +24,7 @@ import torch
 from coolchic import nativebuild
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
-VERSION = 3  # coolchic_kernels_version() of SOURCE
+VERSION = 4  # coolchic_kernels_version() of SOURCE
 _COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math", "-pthread")
 # tried in order: tuned for this CPU, then portable
 FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
@@ -70,7 +70,7 @@ class Library:
         syn = [_PTR, _PTR, _I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int, _PTR, _PTR,
                ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, ctypes.c_int]
         soft = [_PTR, _PTR, _I64, _F64, _F64, _F64, _PTR, _PTR, ctypes.c_int]
-        up = [ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR]
+        up = [ctypes.c_int, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
         for suffix in ("f32", "f64"):
             for name, args, result in (("arm_rate", arm, _F64), ("synthesis_mse", syn, _F64),
                                         ("soft_round_noise", soft, None), ("upsample_stack", up, None)):
@@ -119,16 +119,20 @@ class Library:
             _ptr(grad_vtaps), kernel_threads())
 
 
-    def upsample_stack(self, grids: list[torch.Tensor], width: int, out: torch.Tensor | None = None,
-                       grad_out: torch.Tensor | None = None, grads: list[torch.Tensor] | None = None) -> None:
+    def upsample_stack(self, grids: list[torch.Tensor], width: int, taps: torch.Tensor,
+                       out: torch.Tensor | None = None, grad_out: torch.Tensor | None = None,
+                       grads: list[torch.Tensor] | None = None,
+                       grad_taps: torch.Tensor | None = None) -> None:
         """The cascade of ``fused.upsample_stack`` (grids (h_k, w_k) contiguous, each w_k
-        and h_k half the previous one rounded up, `width` 2 w_0 or 2 w_0 - 1) into `out`
-        (K, h_0, width); or, given `grad_out`, its adjoint into `grads`."""
+        and h_k half the previous one rounded up, `width` 2 w_0 or 2 w_0 - 1; `taps` (K, 4)
+        float64, row l the taps of the step into grid l, row 0 the last horizontal pass)
+        into `out` (K, h_0, width); or, given `grad_out`, its adjoint into `grads`, and the
+        taps' gradient added to `grad_taps` ((K, 4) float64) unless None."""
         shapes = torch.tensor([s for g in grids for s in g.shape[-2:]], dtype=torch.int64)
         ptrs = torch.tensor([g.data_ptr() for g in grids], dtype=torch.int64)
         gptrs = None if grads is None else torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64)
-        self._fn("upsample_stack", grids[0].dtype)(len(grids), _ptr(shapes), width, _ptr(ptrs), _ptr(out),
-                                                   _ptr(grad_out), _ptr(gptrs))
+        self._fn("upsample_stack", grids[0].dtype)(len(grids), _ptr(shapes), width, _ptr(taps), _ptr(ptrs),
+                                                   _ptr(out), _ptr(grad_out), _ptr(gptrs), _ptr(grad_taps))
 
     def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
                          shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
