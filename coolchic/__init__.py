@@ -1,3 +1,3 @@
 """coolchic: overfitted neural image compression with a bit-exact integer decoder."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -230,6 +230,8 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
     table.add_row("ARM", f"context {c.arm.context}, hidden {list(c.arm.hidden)}")
     table.add_row("synthesis", f"hidden {list(c.synthesis.hidden)}, "
                   f"{c.synthesis.residual_convs} residual 3x3 conv(s)")
+    table.add_row("upsampling", "learned taps at every level" if c.upsampling.learned
+                  else "bicubic (fixed)")
     table.add_row("weight prior", _prior_text(d.weight_prior))
     m = d.macs
     table.add_row("decoder MAC/pixel", f"{m.total:.1f} (ARM {m.arm:.1f}, "

@@ -9,7 +9,10 @@ The protocol: 4 whole Kodak images of different content (a portrait, a detailed 
 mid-detail one, large smooth areas with sharp edges) at lambda 1e-3 and 1e-2 (about 0.45
 and 0.08 bpp), preset `fast` (2800 iterations): 8 encodes a variant, about 4 minutes each
 on one core. Rows are JSON files, one per (variant, image, lambda), written when the encode
-ends, so a run resumes where it stopped; run two shards side by side on two cores.
+ends, so a run resumes where it stopped; run two shards side by side on two cores. Each row
+also holds the encode's trace: the best true RD cost so far (rounded latents, float
+weights) against the iteration and the wall time, so that variants can be compared at
+equal time as well as at equal iterations.
 
     python experiments/screen/run.py 1/2 ROWS --variants default,learned &
     python experiments/screen/run.py 2/2 ROWS --variants default,learned
@@ -23,6 +26,7 @@ import json
 import math
 import platform
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,22 +35,38 @@ import numpy as np
 from coolchic.config import DecoderConfig, UpsamplingConfig, get_arch
 from coolchic.encode import encode
 from coolchic.evaluate.datasets import load_image
+from coolchic.presets import Preset, get_preset
 
 KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 IMAGES = ("kodim04", "kodim13", "kodim19", "kodim23")
 LAMBDAS = (1e-3, 1e-2)
 CONTROL = "default"
+TRACE_EVERY = 100  # iterations between points of the J-against-time trace
 LEARNED = UpsamplingConfig(learned=True)
 
 
-def _variants() -> dict[str, tuple[DecoderConfig, str]]:
+def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = None) -> Preset:
+    """Preset `base` with its first phase's learning rates changed."""
+    preset = get_preset(base)
+    first = preset.phases[0]
+    first = replace(first, latent_lr=first.latent_lr if latent_lr is None else latent_lr,
+                    lr=first.lr if lr is None else lr)
+    name = f"{base}-lat{first.latent_lr:g}-net{first.lr:g}"
+    return replace(preset, name=name, phases=(first, *preset.phases[1:]))
+
+
+def _variants() -> dict[str, tuple[DecoderConfig, str | Preset]]:
     """name -> (decoder configuration, preset)."""
+    learned = replace(get_arch("default"), upsampling=LEARNED)
     return {
         "default": (get_arch("default"), "fast"),
-        "learned": (replace(get_arch("default"), upsampling=LEARNED), "fast"),
+        "learned": (learned, "fast"),
         "lop": (get_arch("lop"), "fast"),
         "synth": (get_arch("synth"), "fast"),
         "synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "fast"),
+        "medium": (learned, "medium"),
+        "medium-lat0.15": (learned, _recipe("medium", latent_lr=0.15)),
+        "medium-net0.01": (learned, _recipe("medium", lr=1e-2)),
     }
 
 
@@ -70,30 +90,38 @@ def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
             continue
         config, preset = variants[variant]
         pixels = load_image(KODAK / f"{im}.png").pixels
-        result = encode(pixels, lmbda=lm, preset=preset, arch=config, threads=1)
+        trace: list[tuple[int, float, float]] = []  # (iteration, seconds, best true J so far)
+        start = time.perf_counter()
+
+        def record(p, trace=trace, start=start) -> None:
+            if p.iteration % TRACE_EVERY == 0 or p.iteration == p.total:
+                trace.append((p.iteration, round(time.perf_counter() - start, 2), p.best_loss))
+
+        result = encode(pixels, lmbda=lm, preset=preset, arch=config, threads=1, callback=record)
         r = result.report
         mse = 10.0 ** (-r.psnr_db / 10.0)
-        row = {"variant": variant, "image": im, "lmbda": lm, "preset": preset, "bytes": r.n_bytes,
+        row = {"variant": variant, "image": im, "lmbda": lm, "preset": r.preset, "bytes": r.n_bytes,
                "bpp": r.bpp, "psnr_db": r.psnr_db, "J": mse + lm * r.bpp,
                "mac_per_pixel": r.mac_per_pixel, "encode_s": r.encode_seconds,
-               "revision": _revision(), "machine": platform.processor() or platform.machine()}
+               "revision": _revision(), "machine": platform.processor() or platform.machine(),
+               "trace": trace}
         target.write_text(json.dumps(row, indent=1) + "\n")
         print(f"{target.name}: {r.n_bytes} bytes, {r.bpp:.4f} bpp, {r.psnr_db:.2f} dB, J {row['J']:.6f}, "
               f"{r.encode_seconds:.0f} s", flush=True)
 
 
-def report(rows: Path) -> None:
+def report(rows: Path, control: str = CONTROL) -> None:
     data = [json.loads(p.read_text()) for p in sorted(rows.glob("*.json"))]
     by = {(r["variant"], r["image"], r["lmbda"]): r for r in data}
     names = [v for v in _variants() if any(r["variant"] == v for r in data)]
-    others = [v for v in names if v != CONTROL]
-    heads = " | ".join(f"{v}: J / {CONTROL}" for v in others)
-    print(f"| image | lambda | {CONTROL}: bpp / dB | {heads} |")
+    others = [v for v in names if v != control]
+    heads = " | ".join(f"{v}: J / {control}" for v in others)
+    print(f"| image | lambda | {control}: bpp / dB | {heads} |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in others) + " |")
     ratios: dict[str, list[float]] = {v: [] for v in others}
     for im in IMAGES:
         for lm in LAMBDAS:
-            base = by.get((CONTROL, im, lm))
+            base = by.get((control, im, lm))
             if base is None:
                 continue
             cells = []
@@ -109,7 +137,7 @@ def report(rows: Path) -> None:
         if r:
             mean = math.exp(float(np.mean(np.log(r))))
             seconds = np.mean([row["encode_s"] for key, row in by.items() if key[0] == v])
-            print(f"{v}: J / {CONTROL} geometric mean {mean:.4f} over {len(r)} pairs "
+            print(f"{v}: J / {control} geometric mean {mean:.4f} over {len(r)} pairs "
                   f"(range {min(r):.4f} to {max(r):.4f}); encode {seconds:.0f} s on average")
 
 
@@ -119,9 +147,10 @@ def main() -> None:
     parser.add_argument("rows", type=Path)
     parser.add_argument("--variants", default="default,learned")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--control", default=CONTROL, help="the variant others are compared with")
     args = parser.parse_args()
     if args.report:
-        report(args.rows)
+        report(args.rows, args.control)
     else:
         run(args.shard, args.rows, args.variants.split(","), IMAGES, LAMBDAS)
 
