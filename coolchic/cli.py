@@ -75,10 +75,11 @@ def encode(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     arch: Annotated[str, typer.Option(
-        help="Decoder configuration: default (682 MAC/px), mid (490), lite (353), lite-noconv "
-             "(272), synth (639), auto (lite-noconv where its fewer weights pay: small images "
-             "at large lambda), or best (where auto picks default, encode with default and "
-             "synth and keep the lower RD cost: twice the time).")] = "auto",
+        help="Decoder configuration: default (682 MAC/px, learned upsampling), mid (490), lite "
+             "(353), lite-noconv (272), synth (639), lop (559, Cool-chic LOP's shape, learned "
+             "upsampling), auto (lite-noconv where its fewer weights pay: small images at "
+             "large lambda), or best (where auto picks default, encode with default and synth "
+             "and keep the lower RD cost: twice the time).")] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="Training threads [default: this machine's cores, at most 4]; the native kernels "
              "give the same bitstream for any count.", show_default=False)] = None,

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,7 @@ def test_coded_weights_size_matches_the_estimate_and_round_trips():
     )
 
     rng = np.random.default_rng(2)
-    config = ARCHS["default"]
+    config = ARCHS["synth"]  # bicubic upsampling: the layers alone (the taps: test_learned_upsampling)
     groups = {}
     for i, (name, shapes) in enumerate(layer_shapes(config, 3).items()):
         groups[name] = tuple(
@@ -201,7 +202,14 @@ def test_coded_weights_size_matches_the_estimate_and_round_trips():
 
 def test_config_packs_into_few_bytes_and_round_trips():
     from coolchic.bitstream import BitstreamError
-    from coolchic.config import ARCHS, ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig
+    from coolchic.config import (
+        ARCHS,
+        ArmConfig,
+        DecoderConfig,
+        LatentConfig,
+        SynthesisConfig,
+        UpsamplingConfig,
+    )
     from coolchic.payload import pack_config, unpack_config
 
     extreme = DecoderConfig(LatentConfig(12), ArmConfig(12, (64,) * 4), SynthesisConfig((64,) * 4, 4))
@@ -209,7 +217,9 @@ def test_config_packs_into_few_bytes_and_round_trips():
     for config in (*ARCHS.values(), extreme, smallest):
         data = pack_config(config)
         assert unpack_config(data) == config
-    assert len(pack_config(ARCHS["default"])) == 4
+    # 4 bytes; the learned-upsampling flag, last so that 4.0 payloads read as 0, adds one
+    assert len(pack_config(replace(ARCHS["default"], upsampling=UpsamplingConfig()))) == 4
+    assert len(pack_config(ARCHS["default"])) == 5
     for bad, why in ((b"", "empty"), (b"\x9a\x00", "not minimal"), (b"\xff" * 12, "trailing data")):
         with pytest.raises(BitstreamError, match=why):
             unpack_config(bad)

@@ -38,9 +38,9 @@ from coolchic.encode import effective_config
 from coolchic.evaluate.datasets import load_image
 from coolchic.model import fused
 from coolchic.model.coolchic import CoolChic
-from coolchic.model.upsampling import TAP_SHIFT, TAPS
 from coolchic.presets import get_preset
 from coolchic.quant import make_quantizer
+from coolchic.reconstruct import TAP_SHIFT, TAPS
 
 KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 IMAGES = ("kodim04", "kodim13", "kodim19", "kodim23")
