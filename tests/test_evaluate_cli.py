@@ -252,3 +252,13 @@ def test_the_paper_grade_protocol_publishes_its_bitstreams_and_compares_with_coo
     # Cool-chic 3.4's published kodim01 at 0.02: 0.1211 bpp (its per-image results)
     assert "| kodim01 | 0.02 |" in text
     assert not (tmp_path / "run" / "rows" / "webp").exists()  # only the protocol's anchors
+    # a run stopped part-way: --report-only runs nothing and publishes what is finished
+    for path in (tmp_path / "bitstreams").iterdir():
+        path.unlink()
+    (tmp_path / "run" / "rows" / "coolchic-slow" / "kodim04@0.02.json").unlink()
+    calls = (tmp_path / "log").read_text()
+    reproduce_module.reproduce("paper-grade", kodak_dir=kodak, baselines=("jpeg420",),
+                               codec_factory=lambda spec: fake, report_only=True)
+    assert (tmp_path / "log").read_text() == calls
+    assert len(list((tmp_path / "bitstreams").iterdir())) == 3
+    assert "over 3 points" in (tmp_path / "run" / "releases.md").read_text()

@@ -187,6 +187,8 @@ def reproduce_command(
     device: _Device = "cpu",
     gpus_per_task: _Gpus = 0.0,
     ray_address: _RayAddress = None,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="Run nothing: write the reports of the jobs already finished.")] = False,
 ) -> None:
     """Rebuild the COOL-CHIC paper's Kodak results, with the classical codecs beside them.
 
@@ -197,5 +199,6 @@ def reproduce_command(
 
     options = BackendOptions(backend=backend, jobs=jobs, ray_address=ray_address,
                              gpus_per_task=gpus_per_task)
-    result = reproduce(preset, options, kodak_dir=kodak_dir, out=out, device=device)
+    result = reproduce(preset, options, kodak_dir=kodak_dir, out=out, device=device,
+                       report_only=report_only)
     _print_summary(result.files, result.bd_entries)

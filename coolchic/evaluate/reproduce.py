@@ -49,6 +49,8 @@ from coolchic.evaluate.evaluation import (
     EvaluationSpec,
     check_preset,
     evaluate,
+    plan,
+    write_outputs,
 )
 from coolchic.evaluate.jobs import Codec, CoolchicCodec
 from coolchic.evaluate.published import PAPER_VERSION, paper_lambdas, paper_per_image, paper_points
@@ -182,6 +184,7 @@ def reproduce(
     baselines: tuple[str, ...] = tuple(CLASSICAL),
     console: Console | None = None,
     codec_factory: Callable[[EvaluationSpec], Codec] | None = None,
+    report_only: bool = False,
 ) -> EvaluationResult:
     """Run the protocol ``preset`` on Kodak and write the run folder plus comparison.md.
 
@@ -194,6 +197,8 @@ def reproduce(
         baselines: classical codecs to run beside ours (default: all, skipped if missing).
         console: where progress goes (default: stderr).
         codec_factory: replaces our codec (tests).
+        report_only: run nothing; write the reports (and publish the bitstreams) of the
+            jobs already finished, e.g. of a long run stopped part-way.
 
     Returns:
         The evaluation's result, comparison.md included in its files. Resumable like any
@@ -211,7 +216,12 @@ def reproduce(
             b for b in protocol.baselines if b in baselines),
         crop=protocol.crop, device=device, images=protocol.images,
     )
-    result = evaluate(spec, options, console=console, codec_factory=codec_factory)
+    if report_only:
+        jobs, _, skipped = plan(spec, codec_factory=codec_factory)
+        files, entries = write_outputs(RunStore(out), spec, jobs, skipped)
+        result = EvaluationResult(out=out, files=files, skipped=skipped, bd_entries=entries)
+    else:
+        result = evaluate(spec, options, console=console, codec_factory=codec_factory)
     codec = (codec_factory or (lambda s: CoolchicCodec(protocol.preset)))(spec).name
     store = RunStore(out)
     if protocol.release is None:
