@@ -78,8 +78,10 @@ def encode(
         help="Decoder configuration: default (682 MAC/px, learned upsampling), mid (490), lite "
              "(353), lite-noconv (272), synth (639), lop (559, Cool-chic LOP's shape, learned "
              "upsampling), auto (lite-noconv where its fewer weights pay: small images at "
-             "large lambda), or best (where auto picks default, encode with default and synth "
-             "and keep the lower RD cost: twice the time).")] = "auto",
+             "large lambda), best (where auto picks default, encode with default and synth "
+             "and keep the lower RD cost: twice the time), or race (where auto picks default, "
+             "train default and lop for a tenth of the iterations each and encode with the "
+             "better: 1.2 times the time).")] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="Training threads [default: this machine's cores, at most 4]; the native kernels "
              "give the same bitstream for any count.", show_default=False)] = None,

@@ -15,6 +15,8 @@ from coolchic.complexity import mac_per_pixel
 from coolchic.config import (
     AUTO_ARCH,
     BEST_ARCH,
+    RACE_ARCH,
+    RACE_FRACTION,
     DecoderConfig,
     LatentConfig,
     auto_arch,
@@ -22,6 +24,7 @@ from coolchic.config import (
     check_arch_name,
     get_arch,
     grid_shapes,
+    race_candidates,
 )
 from coolchic.decode import DECODER_MAX_PIXELS, check_device
 from coolchic.entropy.fixedpoint import IntegerArm
@@ -30,9 +33,9 @@ from coolchic.io import read_image
 from coolchic.metrics import psnr_images
 from coolchic.payload import pack_config, pack_weights
 from coolchic.presets import DEFAULT_PRESET, Preset, get_preset
-from coolchic.quant import QuantizedModel, integerize
+from coolchic.quant import QuantizedModel, integerize, make_quantizer
 from coolchic.reconstruct import synthesize
-from coolchic.train import CompileMode, ProgressCallback, overfit
+from coolchic.train import CompileMode, ProgressCallback, overfit, rd_loss
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,26 @@ def _as_image(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
     return array, 8 if array.dtype == np.uint8 else 16
 
 
-def _offset(callback: ProgressCallback | None, k: int, n: int) -> ProgressCallback | None:
-    """The callback of the k-th of n trainings in a row, counting over all n."""
-    if callback is None or n == 1:
-        return callback
-    return lambda p: callback(replace(p, iteration=p.iteration + k * p.total, total=n * p.total))
+def _offset(callback: ProgressCallback | None, done: int, total: int) -> ProgressCallback | None:
+    """The callback of a training that starts after `done` iterations of `total` in all."""
+    if callback is None:
+        return None
+    return lambda p: callback(replace(p, iteration=done + p.iteration, total=total))
+
+
+def _race(x: torch.Tensor, names: tuple[str, ...], recipe: Preset, lmbda: float, h: int, w: int,
+          callback: ProgressCallback | None, **train) -> tuple[str, int]:
+    """The decoder of `names` whose model, trained for RACE_FRACTION of `recipe`, has the
+    lowest true RD cost (rounded latents, float weights); and the iterations spent."""
+    short = recipe.scaled_to(max(1, round(recipe.iterations * RACE_FRACTION)))
+    total = len(names) * short.iterations + recipe.iterations
+    costs = []
+    for k, name in enumerate(names):
+        model = overfit(x, effective_config(get_arch(name), h, w), short, lmbda,
+                        callback=_offset(callback, k * short.iterations, total), **train)
+        with torch.no_grad():
+            costs.append(rd_loss(model, x.to(train["device"]), lmbda, make_quantizer("round"))[0].item())
+    return names[costs.index(min(costs))], len(names) * short.iterations
 
 
 def model_sections(q: QuantizedModel, header: Header) -> list[tuple[SectionId, bytes]]:
@@ -122,8 +140,10 @@ def encode(
         arch: decoder configuration name (coolchic.config.ARCHS); "auto" (None): the
             one `coolchic.config.auto_arch` picks for this image size and lambda; "best":
             encode with each of `coolchic.config.best_candidates` and keep the one of
-            lowest true RD cost (up to twice the time); or a DecoderConfig of one's own
-            (reported as "custom").
+            lowest true RD cost (up to twice the time); "race": train each of
+            `coolchic.config.race_candidates` for a tenth of the iterations and encode with
+            the one of lowest true RD cost (up to 1.2 times the time); or a DecoderConfig
+            of one's own (reported as "custom").
         callback: called after every training iteration with a Progress record.
         threads: training threads (None: this machine's cores, or OMP_NUM_THREADS; at
             most 4); the native kernels give the same bitstream for any count. See
@@ -145,24 +165,31 @@ def encode(
     h, w, c = array.shape
     if h * w > DECODER_MAX_PIXELS:
         raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
+    start = time.perf_counter()
+    x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
+    x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
+    train = {"seed": seed, "device": device, "threads": threads, "compile": compile}
+    raced = 0  # iterations spent by a race
     if isinstance(arch, DecoderConfig):
         candidates = [("custom", arch)]
     elif arch == BEST_ARCH:
         candidates = [(name, get_arch(name)) for name in best_candidates(lmbda, h, w)]
+    elif arch == RACE_ARCH:
+        names = race_candidates(lmbda, h, w)
+        name, raced = (names[0], 0) if len(names) == 1 else _race(x, names, recipe, lmbda, h, w,
+                                                                   callback, **train)
+        candidates = [(name, get_arch(name))]
     else:
         name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
         candidates = [(name, get_arch(name))]
 
-    start = time.perf_counter()
-    x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
-    x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
+    total = raced + len(candidates) * recipe.iterations
     best = None
     for k, (name, config) in enumerate(candidates):
         config = effective_config(config, h, w)
-        model = overfit(x, config, recipe, lmbda, seed=seed, device=device,
-                        callback=_offset(callback, k, len(candidates)), threads=threads,
-                        compile=compile).cpu()
+        progress = _offset(callback, raced + k * recipe.iterations, total)
+        model = overfit(x, config, recipe, lmbda, callback=progress, **train).cpu()
         q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
         sections = model_sections(q, header)
         data = write_bitstream(header, sections)
@@ -178,7 +205,7 @@ def encode(
     sizes = {sid.name: len(payload) for sid, payload in sections}
     report = EncodeReport(
         height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=recipe.name,
-        arch=arch_name, iterations=recipe.iterations * len(candidates), n_bytes=len(data),
+        arch=arch_name, iterations=total, n_bytes=len(data),
         section_bytes=sizes, bpp=8.0 * len(data) / (h * w), psnr_db=psnr,
         encode_seconds=seconds, mac_per_pixel=mac_per_pixel(config, h, w, c).total,
     )

@@ -13,8 +13,9 @@ from coolchic.bitstream import read_bitstream
 from coolchic.complexity import mac_per_pixel
 from coolchic.config import ARCHS
 from coolchic.decode import decode, describe
-from coolchic.encode import encode
+from coolchic.encode import effective_config, encode
 from coolchic.metrics import psnr_images
+from coolchic.presets import get_preset
 from tests.conftest import synthetic_image
 
 
@@ -323,3 +324,32 @@ def test_best_keeps_the_candidate_of_lowest_rd_cost_and_counts_progress_over_bot
     assert all(p.total == 12 for p in seen)
     assert describe(singles["synth"].data).config.synthesis.residual_convs == 2
     assert np.array_equal(decode(singles["synth"].data), singles["synth"].reconstruction)
+
+
+def test_race_encodes_with_the_candidate_whose_short_run_costs_least():
+    from coolchic.config import RACE_FRACTION, race_candidates
+    from coolchic.quant import make_quantizer
+    from coolchic.train import overfit, rd_loss
+
+    image = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
+    lmbda = 1e-5
+    assert race_candidates(lmbda, 16, 16) == ("default", "lop")
+    assert race_candidates(1e-2, 16, 16) == ("lite-noconv",)
+    seen = []
+    raced = encode(image, lmbda=lmbda, iterations=40, arch="race", callback=seen.append)
+    short = round(40 * RACE_FRACTION)  # each candidate's short run, in iterations
+    x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    costs = {}
+    for name in ("default", "lop"):
+        config = effective_config(ARCHS[name], 16, 16)
+        model = overfit(x, config, get_preset("fast").scaled_to(40).scaled_to(short), lmbda)
+        with torch.no_grad():
+            costs[name] = float(rd_loss(model, x, lmbda, make_quantizer("round"))[0])
+    winner = min(costs, key=costs.get)
+    assert raced.report.arch == winner
+    assert raced.data == encode(image, lmbda=lmbda, iterations=40, arch=winner).data
+    total = 2 * short + 40
+    assert raced.report.iterations == total and [p.iteration for p in seen] == list(range(1, total + 1))
+    # a race of one candidate is a plain encode
+    single = encode(image, lmbda=1e-2, iterations=8, arch="race")
+    assert single.report.arch == "lite-noconv" and single.report.iterations == 8
