@@ -55,8 +55,8 @@ def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = Non
     return replace(preset, name=name, phases=(first, *preset.phases[1:]))
 
 
-def _variants() -> dict[str, tuple[DecoderConfig, str | Preset]]:
-    """name -> (decoder configuration, preset)."""
+def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
+    """name -> (decoder configuration or arch name of `encode`, preset)."""
     learned = replace(get_arch("default"), upsampling=LEARNED)
     return {
         "default": (get_arch("default"), "fast"),
@@ -64,6 +64,7 @@ def _variants() -> dict[str, tuple[DecoderConfig, str | Preset]]:
         "lop": (get_arch("lop"), "fast"),
         "synth": (get_arch("synth"), "fast"),
         "synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "fast"),
+        "race": ("race", "fast"),
         "medium": (learned, "medium"),
         "medium-lat0.15": (learned, _recipe("medium", latent_lr=0.15)),
         "medium-net0.01": (learned, _recipe("medium", lr=1e-2)),
@@ -102,7 +103,7 @@ def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
         mse = 10.0 ** (-r.psnr_db / 10.0)
         row = {"variant": variant, "image": im, "lmbda": lm, "preset": r.preset, "bytes": r.n_bytes,
                "bpp": r.bpp, "psnr_db": r.psnr_db, "J": mse + lm * r.bpp,
-               "mac_per_pixel": r.mac_per_pixel, "encode_s": r.encode_seconds,
+               "arch": r.arch, "mac_per_pixel": r.mac_per_pixel, "encode_s": r.encode_seconds,
                "revision": _revision(), "machine": platform.processor() or platform.machine(),
                "trace": trace}
         target.write_text(json.dumps(row, indent=1) + "\n")
