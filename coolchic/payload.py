@@ -384,7 +384,7 @@ def pack_weights(weights: NetworkWeights, config: DecoderConfig, channels: int, 
         _put(encoder, layer.b_frac, layer.w_frac, B_FRAC_CODE.scale)
         _put_tensor(encoder, weight, W_SCALE_CODE)
         _put_tensor(encoder, bias, B_SCALE_CODE)
-    if config.upsampling.learned:
+    if config.upsampling.learned and config.latents.n_grids > 1:  # one grid: nothing to upsample
         if weights.taps is None or weights.taps.shape != (config.latents.n_grids - 1, 4):
             raise ValueError("a learned upsampling needs (n_grids - 1, 4) taps")
         check_taps(weights.taps, ValueError)
@@ -443,7 +443,7 @@ def unpack_weights(data: bytes, config: DecoderConfig, channels: int, *,
                 groups[name].append(QLayer(weight, bias, w_frac, b_frac))
                 index += 1
         taps = None
-        if config.upsampling.learned:
+        if config.upsampling.learned and config.latents.n_grids > 1:
             levels = config.latents.n_grids - 1
             sent = _get_tensor(decoder, (levels, len(_SENT_TAPS)), W_SCALE_CODE,
                                np.array(BICUBIC, dtype=np.int64)[list(_SENT_TAPS)])

@@ -184,3 +184,10 @@ def test_an_encode_with_learned_taps_decodes_to_its_reconstruction():
     assert found.upsampling.learned
     taps = unpack_weights(sections[SectionId.WEIGHTS], found, 3).taps
     assert taps.shape == (found.latents.n_grids - 1, 4) and not (taps == BICUBIC).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (2, 3)])
+def test_images_too_small_for_a_second_grid_encode_with_the_learned_default(shape):
+    image = (np.arange(shape[0] * shape[1] * 3) * 37 % 251).astype(np.uint8).reshape(*shape, 3)
+    result = encode(image, lmbda=1e-3, iterations=5)
+    assert np.array_equal(decode(result.data), result.reconstruction)
