@@ -256,7 +256,7 @@ def test_auto_arch_picks_the_small_decoder_only_where_the_weights_weigh_on_the_f
     assert auto_arch(2e-2, 512, 768) == "default"  # six times the pixels
     assert auto_arch(SMALL_FROM * 6, 512, 768) == "lite-noconv"
     assert check_arch_name("auto") == "auto" and check_arch_name("best") == "best"
-    with pytest.raises(ValueError, match="auto, best, default"):
+    with pytest.raises(ValueError, match="auto, best, race, default"):
         check_arch_name("huge")
 
 
