@@ -10,8 +10,9 @@ gives the same image bit for bit; on the CPU this module keeps torch out of the 
 
 Each layer's rescaling by 2^(SYN_FRAC - acc_frac) is folded into its weights and bias:
 scaling by a power of two is exact, so ``floor(W' @ x + b')`` equals
-``floor((W @ x + b) * 2^(SYN_FRAC - acc_frac))`` bit for bit. The upsampling's taps are
-multiples of 2^-TAP_SHIFT, so each 2x pass is exact too, as banded matrix products (see
+``floor((W @ x + b) * 2^(SYN_FRAC - acc_frac))`` bit for bit. The upsampling's taps
+(bicubic, or a file's learned ones) are multiples of 2^-UPS_FRAC and every pass is clipped
+to +-UPS_MAX, so each 2x pass is exact too, as banded matrix products (see
 `coolchic.model.upsampling`, which this reproduces without torch).
 
 The work runs over bands of rows: the last vertical 2x pass and the per-pixel layers band

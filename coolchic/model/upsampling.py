@@ -15,8 +15,9 @@ BLOCK samples (plus the 4 the filter reaches beyond them) and every block is mul
 one (BLOCK + 4, 2 * BLOCK) banded matrix that holds the taps of both output phases. That is
 a few times more multiply-adds than the 4-tap filter needs, but they run in one BLAS call
 instead of a dozen elementwise passes, forward and backward. In fixed-point mode every
-product and partial sum is a multiple of 2^-TAP_SHIFT far below 2^53 in magnitude, so the
-result is exact whatever order BLAS sums in, on any CPU or GPU.
+product and partial sum is a multiple of 2^-UPS_FRAC far below 2^53 in magnitude (the
+passes are clipped to +-UPS_MAX), so the result is exact whatever order BLAS sums in, on any
+CPU or GPU.
 """
 
 from __future__ import annotations
