@@ -16,9 +16,9 @@ Measured: the true RD cost J = MSE + lambda * bpp with rounded latents and float
 the learned filters charged 8 bits per coefficient. Rows are JSON files, one per job, so a
 run resumes where it stopped.
 
-    python experiments/upsampling_whole/run.py 1/2 experiments/upsampling_whole/rows &
-    python experiments/upsampling_whole/run.py 2/2 experiments/upsampling_whole/rows
-    python experiments/upsampling_whole/run.py --report experiments/upsampling_whole/rows
+    python experiments/upsampling_whole/run.py 1/2 results/screening/round0 &
+    python experiments/upsampling_whole/run.py 2/2 results/screening/round0
+    python experiments/upsampling_whole/run.py --report results/screening/round0
 """
 
 from __future__ import annotations
