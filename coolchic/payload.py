@@ -186,11 +186,6 @@ def _taps_residual(taps: np.ndarray) -> np.ndarray:
     return taps[:, _SENT_TAPS] - np.array(BICUBIC, dtype=np.int64)[list(_SENT_TAPS)]
 
 
-def taps_bits(taps: np.ndarray) -> float:
-    """Bits of the learned taps in the WEIGHTS stream."""
-    return float(tensor_plan(_taps_residual(taps), W_SCALE_CODE)[1])
-
-
 def layer_shapes(config: DecoderConfig, channels: int) -> dict[str, list[tuple[tuple, tuple]]]:
     """(weight shape, bias shape) of every layer, grouped as in NetworkWeights."""
     arm_w = (config.arm.context, *config.arm.hidden, 2)
