@@ -19,7 +19,7 @@ from coolchic.entropy.latents import latent_bits, make_schedule
 from coolchic.model.coolchic import CoolChic
 from coolchic.model.softround import soft_round_noise
 from coolchic.payload import NetworkWeights, priors_for, taps_from_sent, weights_bits
-from coolchic.reconstruct import UPS_FRAC, UPS_TAP_MAX, synthesize
+from coolchic.reconstruct import BICUBIC, UPS_FRAC, UPS_TAP_MAX, synthesize
 
 QuantizerKind = Literal["noise", "softround", "ste", "round"]
 QUANTIZER_KINDS: tuple[str, ...] = ("noise", "softround", "ste", "round")
@@ -136,14 +136,15 @@ def _step_search(cost: Callable[[int], float], start: int) -> int:
 def quantize_taps(taps: torch.Tensor | None) -> np.ndarray | None:
     """Learned upsampling taps ((levels, 4) real, each level summing to 1) as the integers
     over 2^UPS_FRAC that the bitstream holds: taps 0, 1 and 3 rounded, tap 2 the rest of
-    2^UPS_FRAC (so a level's gain stays exactly 1); None stays None (bicubic)."""
+    2^UPS_FRAC (so a level's gain stays exactly 1); None stays None (bicubic). A level whose
+    tap 2 would leave [-UPS_TAP_MAX, UPS_TAP_MAX] (far from any filter training gives) is
+    sent as the bicubic taps, so an encode never fails here."""
     if taps is None:
         return None
     t = torch.round(taps.detach().double().cpu() * (1 << UPS_FRAC)).numpy().astype(np.int64)
-    sent = np.clip(t[:, [0, 1, 3]], -UPS_TAP_MAX, UPS_TAP_MAX)
-    out = taps_from_sent(sent)
-    if np.abs(out[:, 2]).max(initial=0) > UPS_TAP_MAX:
-        raise ValueError("learned upsampling taps out of range")  # far from any trained filter
+    out = taps_from_sent(np.clip(t[:, [0, 1, 3]], -UPS_TAP_MAX, UPS_TAP_MAX))
+    wild = np.abs(out[:, 2]) > UPS_TAP_MAX
+    out[wild] = BICUBIC
     return out
 
 

@@ -131,6 +131,8 @@ def test_learned_taps_start_bicubic_and_keep_unit_gain():
     q = quantize_taps(model.taps())
     assert (q.sum(1) == 1 << UPS_FRAC).all()
     assert np.abs(q / (1 << UPS_FRAC) - model.taps().detach().numpy()).max() < 3 / (1 << UPS_FRAC)
+    wild = torch.tensor([[-1.9, 1.9, 2.9, -1.9], [0.1, 0.3, 0.5, 0.1]])  # tap 2 would be 2.9
+    assert np.array_equal(quantize_taps(wild), [BICUBIC, [102, 307, 513, 102]])
 
 
 def test_the_taps_survive_the_weights_payload_and_the_flag_the_config():
