@@ -65,7 +65,7 @@ def taps_tensor(taps, dtype: torch.dtype, device: torch.device | str = "cpu") ->
     return torch.tensor(np.asarray(taps, dtype=np.float64) / (1 << UPS_FRAC), dtype=dtype, device=device)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.cache
 def _band_basis() -> np.ndarray:
     """(4, BLOCK + 4, 2 * BLOCK): the band matrix is sum_t taps[t] * basis[t]."""
     basis = np.zeros((TAP_COUNT, BLOCK + _REACH, 2 * BLOCK))
