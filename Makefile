@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv: coolchic, CPU torch, dev tools, ray, imagecodecs
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check coolchic tests results experiments $(wildcard benchmarks)
+	$(VENV)/bin/ruff check coolchic tests experiments tools benchmarks
 
 test: install lint  ## lint, then the whole test suite (a few minutes on 2 cores)
 	$(VENV)/bin/pytest -q

@@ -3,7 +3,7 @@
 to the image of its 2.0 file, checked when they were rewritten), with the BD-rates of both
 against the classical codecs measured in the same run.
 
-    python results/kodak-quick-4500/format3.py [--check ../shared/data/kodak]
+    python experiments/kodak-quick-4500/format3.py [--check ../shared/data/kodak]
 
 --check decodes every 3.0 file (through its lossless 4.0 rewrite, as coolchic 0.4 reads
 only 4.0) and compares its PSNR on the 256x256 centre crop with the row's (the 2.0
@@ -25,7 +25,7 @@ from coolchic.evaluate.store import job_stem, read_tsv
 from coolchic.legacy import upgrade
 from coolchic.metrics import psnr_images
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-4500"  # the run's data
 OURS = "coolchic-quick-it4500"
 ANCHORS = ("hevc444", "avif444", "jxl", "webp", "jpeg2000")
 

@@ -2,9 +2,10 @@
 scaled to 11,000, 22,000 (its own count) and 44,000 iterations, same decoder (`default`),
 seed 0, lambda 4e-3, all on one machine with one revision (rows in ``rows/<iterations>/``,
 copied from the run folders), and beside them the committed 22,000-iteration files of
-``../run`` (older revisions and machines). J = MSE on [0, 1] + lambda bpp.
+``../run`` (older revisions and machines), all under results/kodak-paper-grade/.
+J = MSE on [0, 1] + lambda bpp.
 
-    python results/kodak-paper-grade/iterations/report.py
+    python experiments/kodak-paper-grade/iterations.py
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-import report  # noqa: E402  (results/kodak-paper-grade/report.py)
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-paper-grade" / "iterations"  # rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  (experiments/kodak-paper-grade/report.py)
 
 REFERENCE = 22000  # the preset's own count: J is given relative to its run here
 
 
 def cost(r: dict) -> float:
-    return report._cost(r["lmbda"], r["bpp"], r["psnr_db"])
+    return report.rd_cost(r["lmbda"], r["bpp"], r["psnr_db"])
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
         lambda p: json.loads(p.read_text()), sorted(folder.glob("*.json")))}
         for folder in sorted((HERE / "rows").iterdir()) if folder.is_dir()}
     committed = {(r["image"], r["lmbda"]): r
-                 for r in report._as_committed(report._rows(HERE.parent / "run" / "rows" / "coolchic-slow"))}
+                 for r in report.as_committed([r for r in report.our_rows() if r["run"] == "run"])}
     counts = sorted(runs)
     print("| image | lambda | iterations | bytes | PSNR (dB) | J / J at 22,000 | encode (min) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")

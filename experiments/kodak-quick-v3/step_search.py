@@ -10,7 +10,7 @@
 Each run trains the models it lacks (preset quick scaled to 3000 iterations, `--arch
 auto`, seed 0, about a minute each on one core) and keeps them in --models.
 
-    python results/kodak-quick-v3/step_search.py ../shared/data/kodak --models /tmp/kqmodels \\
+    python experiments/kodak-quick-v3/step_search.py ../shared/data/kodak --models /tmp/kqmodels \\
         --images kodim03,kodim05,kodim09,kodim19,kodim21,kodim23 --lambdas 2e-2,4e-3
 
 Measured (the 12 models above, on the AMD EPYC VM with another job on the other core):
@@ -62,7 +62,8 @@ def _every_step(cost, start: int) -> int:
 SEARCHES = {"first rise": _first_rise, "window 3": quant._step_search, "every step": _every_step}
 
 
-def _model(path: Path, pixels: np.ndarray, lmbda: float):
+def float_model(path: Path, pixels: np.ndarray, lmbda: float):
+    """The quick preset scaled to 3000 iterations, trained on `pixels` once and cached at `path`."""
     if path.exists():
         return torch.load(path, weights_only=False)
     h, w, _ = pixels.shape
@@ -87,7 +88,7 @@ def main() -> None:
     for lmbda in (float(v) for v in args.lambdas.split(",")):
         for image in args.images.split(","):
             pixels = load_image(args.kodak / f"{image}.png", crop=256).pixels
-            model = _model(args.models / f"{image}@{lmbda!r}.pt", pixels, lmbda)
+            model = float_model(args.models / f"{image}@{lmbda!r}.pt", pixels, lmbda)
             costs, seconds = {}, {}
             for name, search in SEARCHES.items():
                 quant._step_search = search

@@ -8,7 +8,7 @@ LATENTS of 128..16383), 6 + 5 of symbol-stream counts (weight stream under 128 w
 stream of 128..16383 words, no escape word) = 23 bytes; one byte less for a LATENTS section
 of 16384 bytes or more. The lower bound row takes 21 bytes off every file.
 
-    python results/kodak-quick-quant/framing.py
+    python experiments/kodak-quick-quant/framing.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from coolchic.evaluate.bdrate import bd_rate
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-quant"  # the run's data
 ANCHORS = HERE.parent / "kodak-quick" / "per_image.tsv"
 VARIANT = "layer+refine60"
 PIXELS = 256 * 256

@@ -7,10 +7,10 @@ WEIGHTS section and the bits of the latents) after integerizing the same float m
 - `with prior`: searching with the weights coded against the registered prior of the
   nearest lambda (coolchic 0.4's encoder), pack_weights choosing likewise.
 
-It reuses the float models of results/kodak-quick-v3/step_search.py (quick preset scaled
+It reuses the float models of experiments/kodak-quick-v3/step_search.py (quick preset scaled
 to 3000 iterations, `--arch auto`, seed 0, 256x256 centre crops), training those missing.
 
-    python results/weight-prior/search.py ../shared/data/kodak --models /tmp/kqmodels \\
+    python experiments/weight-prior/search.py ../shared/data/kodak --models /tmp/kqmodels \\
         --images kodim03,kodim05,kodim09,kodim19,kodim21,kodim23
 """
 
@@ -29,9 +29,8 @@ from coolchic.entropy.latents import latent_bits
 from coolchic.evaluate.datasets import load_image
 from coolchic.payload import pack_weights
 
-HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location(
-    "step_search", HERE.parent / "kodak-quick-v3" / "step_search.py")
+    "step_search", Path(__file__).resolve().parents[1] / "kodak-quick-v3" / "step_search.py")
 step_search = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(step_search)
 
@@ -65,7 +64,7 @@ def main() -> None:
     for lmbda in (float(v) for v in args.lambdas.split(",")):
         for image in args.images.split(","):
             pixels = load_image(args.kodak / f"{image}.png", crop=256).pixels
-            model = step_search._model(args.models / f"{image}@{lmbda!r}.pt", pixels, lmbda)
+            model = step_search.float_model(args.models / f"{image}@{lmbda!r}.pt", pixels, lmbda)
             j_blind, b_blind = _cost(model, pixels, lmbda, blind=True)
             j_prior, b_prior = _cost(model, pixels, lmbda, blind=False)
             ratios.setdefault(lmbda, []).append(j_prior / j_blind)

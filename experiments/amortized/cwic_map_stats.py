@@ -1,6 +1,6 @@
 """Statistics of cwic's importance map on a few images: is the map content-adaptive?
 
-Usage: .venv/bin/python results/amortized/cwic_map_stats.py [--checkpoint model.pt] IMAGE...
+Usage: .venv/bin/python experiments/amortized/cwic_map_stats.py [--checkpoint model.pt] IMAGE...
 Prints a TSV: per image, the mean, standard deviation, minimum and maximum of the map's
 integer levels (0..L-1) over the code positions, the fraction of the code's bits kept
 ((level + 1) / L averaged), and the histogram of levels; then the same over all images.

@@ -13,9 +13,9 @@ Measured: the true RD cost with rounded latents and float weights (no integeriza
 which would be the same for both), the learned taps charged 6 levels x 4 taps x 8 bits.
 The learned filter is not in the bitstream format: this only sizes the gain.
 
-    python results/kodak-quick-upsampling/run.py 1/2 results/kodak-quick-upsampling/rows
-    python results/kodak-quick-upsampling/run.py 2/2 results/kodak-quick-upsampling/rows
-    python results/kodak-quick-upsampling/run.py --report results/kodak-quick-upsampling/rows
+    python experiments/kodak-quick-upsampling/run.py 1/2 results/kodak-quick-upsampling/rows
+    python experiments/kodak-quick-upsampling/run.py 2/2 results/kodak-quick-upsampling/rows
+    python experiments/kodak-quick-upsampling/run.py --report results/kodak-quick-upsampling/rows
 """
 import json
 import sys

@@ -9,7 +9,7 @@ RD cost ratio J(7000) / J(4500) with J = MSE on [0, 1] + lambda * bpp, the pairs
 codecs, each side against the anchors of its own run and, as a check, the anchors of the
 other run.
 
-    python results/kodak-quick-7000/compare.py
+    python experiments/kodak-quick-7000/compare.py
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from coolchic.evaluate.store import job_stem, read_tsv
 from coolchic.legacy import upgrade
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-7000"  # the run's data
 OLD = HERE.parent / "kodak-quick-4500"
 ANCHORS = ("hevc444", "avif444", "jxl")
 

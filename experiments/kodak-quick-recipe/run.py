@@ -16,10 +16,10 @@ also run on whole images (`--crop 0`), with another preset (`--preset slow`) and
 Rows are one JSON file per (variant, image, lambda) under ``OUT/rows``: the run resumes,
 and shards (``--shard 1/2``, ``--shard 2/2``) run side by side.
 
-    python results/kodak-quick-recipe/run.py ../shared/data/kodak --variants base,lat2e-1 --shard 1/2
-    python results/kodak-quick-recipe/run.py ../shared/data/kodak --variants base,arch-a \
+    python experiments/kodak-quick-recipe/run.py ../shared/data/kodak --variants base,lat2e-1 --shard 1/2
+    python experiments/kodak-quick-recipe/run.py ../shared/data/kodak --variants base,arch-a \
         --lambdas 5e-4,4e-3 --shard 1/2
-    python results/kodak-quick-recipe/run.py --report
+    python experiments/kodak-quick-recipe/run.py --report
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-recipe"  # the run's data
 IMAGES = ("kodim01", "kodim04", "kodim07", "kodim10", "kodim13", "kodim16", "kodim19", "kodim22")
 LAMBDAS = (4e-3, 2e-2)  # where the quick curve loses to HEVC 4:4:4 (the default of --lambdas)
 

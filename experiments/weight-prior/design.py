@@ -4,7 +4,7 @@ lambda coded as they are, against the mean of the other files at the same lambda
 the mean pooled over every lambda of the same decoder, and against the best of the
 per-lambda means (what an encoder choosing among registered priors gets).
 
-    python results/weight-prior/design.py results/runs/bsds-prior/bitstreams/coolchic-quick
+    python experiments/weight-prior/design.py results/runs/bsds-prior/bitstreams/coolchic-quick
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ rate and PSNR per lambda and the BD-rates against the classical codecs of the co
 quick run (``../kodak-quick/per_image.tsv``: the same crops; those codecs' outputs do not
 depend on the machine).
 
-    python results/kodak-quick-quant/run.py ../shared/data/kodak -o results/kodak-quick-quant --shard 1/2
-    python results/kodak-quick-quant/run.py ../shared/data/kodak -o results/kodak-quick-quant --shard 2/2
-    python results/kodak-quick-quant/run.py --report -o results/kodak-quick-quant
+    python experiments/kodak-quick-quant/run.py ../shared/data/kodak -o results/kodak-quick-quant --shard 1/2
+    python experiments/kodak-quick-quant/run.py ../shared/data/kodak -o results/kodak-quick-quant --shard 2/2
+    python experiments/kodak-quick-quant/run.py --report -o results/kodak-quick-quant
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-quant"  # the run's data
 LAMBDAS = (1e-4, 5e-4, 4e-3, 2e-2)  # the quick protocol's (coolchic.evaluate.reproduce)
 VARIANTS = {"group": (False, 0), "layer": (True, 0), "layer+refine60": (True, 60)}
 ANCHORS = ("hevc444", "avif444", "jpeg2000", "webp", "jxl")
@@ -109,7 +109,7 @@ def _anchor_rows(path: Path) -> dict[str, dict[float, dict[str, tuple[float, flo
     """codec -> setting -> image -> (bpp, psnr_db), read by ../kodak-quick-arch/bdrate_auto.py."""
     import importlib.util
 
-    source = HERE.parent / "kodak-quick-arch" / "bdrate_auto.py"
+    source = Path(__file__).resolve().parents[1] / "kodak-quick-arch" / "bdrate_auto.py"
     spec = importlib.util.spec_from_file_location("bdrate_auto", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ table is printed for both. Last, the Cool-chic releases v3.4 and v5.0 (their pub
 per-image Kodak results, packaged in coolchic/evaluate/reference/) on the same images
 against the same anchors, and our RD cost against theirs at the lambdas both have.
 
-    python results/kodak-paper-grade/report.py
+    python experiments/kodak-paper-grade/report.py
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from coolchic.evaluate.report import complete_points, curves
 from coolchic.evaluate.store import Row
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-paper-grade"  # the run's data
 # (our run folder, its anchors' folder): the first 4 images, then 4 more (stop 25)
 RUNS = (("run", "anchors"), ("run-b", "anchors-b"))
 ANCHORS = ("hevc444", "avif444", "jxl", "webp")
 LAMBDAS = (5e-4, 4e-3, 2e-2)
 
 
-def _rows() -> list[dict]:
+def our_rows() -> list[dict]:
     """Our finished encodes of every run folder present, each with the folder it came from."""
     return [{**json.loads(p.read_text()), "run": run}
             for run, _ in RUNS
@@ -48,10 +48,10 @@ def _rows() -> list[dict]:
 def _anchor_rows() -> list[dict]:
     """The anchors' rows of every anchors folder present."""
     return [row for _, anchors in RUNS if (HERE / anchors / "per_image.tsv").is_file()
-            for row in _table(HERE / anchors / "per_image.tsv")]
+            for row in read_table(HERE / anchors / "per_image.tsv")]
 
 
-def _table(path: Path) -> list[dict]:
+def read_table(path: Path) -> list[dict]:
     """Rows of a per_image.tsv (comment lines skipped), numbers as floats."""
     lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
     names = lines[0].split("\t")
@@ -67,12 +67,13 @@ def _curve(rows: list[dict]) -> np.ndarray:
     return np.array(sorted((r["bpp"], r["psnr_db"]) for r in rows))
 
 
-def _bd(anchor: np.ndarray, ours: np.ndarray) -> str:
+def bd_cell(anchor: np.ndarray, ours: np.ndarray) -> str:
+    """BD-rate of `ours` against `anchor` ((n, 2) curves of bpp, PSNR) and the overlap, as a cell."""
     result = bd_rate(anchor[:, 0], anchor[:, 1], ours[:, 0], ours[:, 1])
     return f"{result.value:+.2f} % ({result.overlap:.2f})"
 
 
-def _as_committed(rows: list[dict]) -> list[dict]:
+def as_committed(rows: list[dict]) -> list[dict]:
     """The rows with the bytes and bpp of the committed bitstream files."""
     out = []
     for r in rows:
@@ -83,12 +84,12 @@ def _as_committed(rows: list[dict]) -> list[dict]:
 
 
 def main() -> None:
-    encoded = _rows()
-    for title, ours in (("as encoded", encoded), ("committed files (format 4.0)", _as_committed(encoded))):
+    encoded = our_rows()
+    for title, ours in (("as encoded", encoded), ("committed files (format 4.0)", as_committed(encoded))):
         print(f"\n## {title}\n")
         _report(ours)
-    _releases(_as_committed(encoded))
-    _plot(_as_committed(encoded))
+    _releases(as_committed(encoded))
+    _plot(as_committed(encoded))
 
 
 def _report(ours: list[dict]) -> None:
@@ -110,7 +111,7 @@ def _report(ours: list[dict]) -> None:
             complete.append(image)
         if len(mine) < 2:
             continue
-        cells = [_bd(_curve([r for r in anchors[a] if r["image"] == image]), _curve(mine))
+        cells = [bd_cell(_curve([r for r in anchors[a] if r["image"] == image]), _curve(mine))
                  for a in ANCHORS]
         print(f"| {image} | {len(mine)} | " + " | ".join(cells) + " |")
     if len(complete) < 2:
@@ -126,7 +127,7 @@ def _report(ours: list[dict]) -> None:
                                for g in groups.values() if len(g) == len(complete)))
 
     mine = mean_curve(ours, "lmbda")
-    cells = [_bd(mean_curve(anchors[a], "quality"), mine) for a in ANCHORS]
+    cells = [bd_cell(mean_curve(anchors[a], "quality"), mine) for a in ANCHORS]
     print(f"\nmean curve over {', '.join(complete)}: " + "; ".join(
         f"vs {a} {c}" for a, c in zip(ANCHORS, cells, strict=True)))
 
@@ -155,7 +156,7 @@ def _releases(ours: list[dict]) -> None:
                     anchor = np.array(sorted((np.mean([r["bpp"] for r in g]),
                                               mean_psnr([r["psnr_db"] for r in g]))
                                              for g in by_q.values() if len(g) == len(chosen)))
-                    cells.append(_bd(anchor, theirs))
+                    cells.append(bd_cell(anchor, theirs))
                 print(f"| {version} | {label} | {image} | " + " | ".join(cells) + " |")
     print("\n| image | lambda | ours: bpp / PSNR | v3.4: bpp / PSNR | J ours / J v3.4 | v5.0: bpp / PSNR |"
           " J ours / J v5.0 |")
@@ -169,7 +170,7 @@ def _releases(ours: list[dict]) -> None:
         for version in ("v3.4", "v5.0"):
             bpp, psnr = releases[version][key]
             cells += [f"{bpp:.4f} / {psnr:.2f}",
-                      f"{_cost(r['lmbda'], r['bpp'], r['psnr_db']) / _cost(r['lmbda'], bpp, psnr):.3f}"]
+                      f"{rd_cost(r['lmbda'], r['bpp'], r['psnr_db']) / rd_cost(r['lmbda'], bpp, psnr):.3f}"]
         print(f"| {r['image']} | {r['lmbda']:g} | " + " | ".join(cells) + " |")
 
 
@@ -221,7 +222,8 @@ def _plot(ours: list[dict]) -> None:
     print(f"\nwrote {save_rd_plot(HERE / 'rd.png', figure)}")
 
 
-def _cost(lmbda: float, bpp: float, psnr_db: float) -> float:
+def rd_cost(lmbda: float, bpp: float, psnr_db: float) -> float:
+    """True RD cost J: MSE on [0, 1] (from the 8-bit PSNR) + lambda bpp."""
     return 10 ** (-psnr_db / 10) + lmbda * bpp
 
 

@@ -4,7 +4,7 @@
 per_image.tsv here (2e-2), as `auto` picks; 4500: it4500/per_image.tsv (`--arch auto`).
 BD-rate against x265 HEVC 4:4:4 on the same 8 crops (rows of ../kodak-quick).
 
-    python results/kodak-quick-arch/iterations.py
+    python experiments/kodak-quick-arch/iterations.py
 """
 
 from pathlib import Path
@@ -14,7 +14,7 @@ import numpy as np
 from coolchic.evaluate.bdrate import bd_rate
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-arch"  # the run's data
 IMAGES = [f"kodim{i:02d}" for i in (1, 4, 7, 10, 13, 16, 19, 22)]
 
 

@@ -12,9 +12,9 @@ measured: bytes, PSNR, the true RD cost J = MSE + lambda bpp and the decoder's M
 Rows are one JSON file per (image, lambda, grids) under ``OUT/rows``: the run resumes,
 and shards (``--shard 1/2``, ``--shard 2/2``) run side by side.
 
-    python results/kodak-quick-grids/run.py ../shared/data/kodak --shard 1/2
-    python results/kodak-quick-grids/run.py ../shared/data/kodak --shard 2/2
-    python results/kodak-quick-grids/run.py --report
+    python experiments/kodak-quick-grids/run.py ../shared/data/kodak --shard 1/2
+    python experiments/kodak-quick-grids/run.py ../shared/data/kodak --shard 2/2
+    python experiments/kodak-quick-grids/run.py --report
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-grids"  # the run's data
 IMAGES = ("kodim01", "kodim04", "kodim07", "kodim10", "kodim13", "kodim16", "kodim19", "kodim22")
 LAMBDAS = (4e-3, 2e-2)  # where the quick curve loses to HEVC 4:4:4
 GRIDS = (7, 6, 8)  # 7 first: the reference

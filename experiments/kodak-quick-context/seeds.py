@@ -1,9 +1,9 @@
 """Seed spread of the float training: the true (rounded-latent) RD cost that `overfit` ends
 with, for a few ARM configurations and seeds, on the 256x256 centre crop of kodim01 at
 lambda 5e-4, the quick preset scaled to ITERATIONS. Contexts above 12 need
-context24.patch applied (see README.md).
+experiments/kodak-quick-context/context24.patch applied (see results/kodak-quick-context/README.md).
 
-    python results/kodak-quick-context/seeds.py 2000 12-12-12 15-11-11 --seeds 0,1
+    python experiments/kodak-quick-context/seeds.py 2000 12-12-12 15-11-11 --seeds 0,1
 """
 
 from __future__ import annotations

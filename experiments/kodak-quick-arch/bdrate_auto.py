@@ -5,7 +5,7 @@ auto picks `default` for every 256x256 crop at lambda 1e-4, 5e-4 and 4e-3 and `l
 ../kodak-quick/per_image.tsv at the first three lambdas, and the lite rows of
 per_image.tsv here at 2e-2. Anchors: the classical codecs of ../kodak-quick.
 
-    python results/kodak-quick-arch/bdrate_auto.py
+    python experiments/kodak-quick-arch/bdrate_auto.py
 """
 
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 from coolchic.evaluate.bdrate import bd_quality, bd_rate
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-arch"  # the run's data
 
 
 def rows(path: Path) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:

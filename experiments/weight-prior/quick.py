@@ -4,7 +4,7 @@ quick-4500 run (results/kodak-quick-4500/bitstreams, committed) rewritten by
 weight bytes, the prior each file names and the BD-rates of both formats against the
 classical codecs measured in the same run.
 
-    python results/weight-prior/quick.py [--check ../shared/data/kodak]
+    python experiments/weight-prior/quick.py [--check ../shared/data/kodak]
 
 --check decodes every 4.0 file and compares its PSNR on the 256x256 centre crop with the
 row's, which it must equal.
@@ -28,7 +28,7 @@ from coolchic.legacy import upgrade
 from coolchic.metrics import psnr_images
 from coolchic.payload import prior_id_of
 
-RUN = Path(__file__).resolve().parents[1] / "kodak-quick-4500"
+RUN = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-4500"
 OURS = "coolchic-quick-it4500"
 ANCHORS = ("hevc444", "avif444", "jxl")
 

@@ -8,7 +8,7 @@ of the curve with its 2e-2 point replaced (anchors from the 7000 run).
     coolchic evaluate ../shared/data/kodak --crop 256 --lmbda 2e-2 --preset quick \
         --iterations 10500 --baselines none --jobs 2 -o results/runs/quick-2e2-10500
     cp results/runs/quick-2e2-10500/per_image.tsv results/kodak-quick-7000/it10500-2e-2.tsv
-    python results/kodak-quick-7000/low_rate.py
+    python experiments/kodak-quick-7000/low_rate.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from coolchic.evaluate.report import bd_rate_rows_markdown
 from coolchic.evaluate.store import read_tsv
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-7000"  # the run's data
 ANCHORS = ("hevc444", "avif444", "jxl")
 
 

@@ -4,7 +4,7 @@ from, and as the difference from the leave-one-out mean of the other crops' weig
 the same lambda (same decoder configuration; the mean is taken on the real values and
 rounded to each tensor's own step). Bytes of the coded integers, means over the crops.
 
-    python results/kodak-quick-4500/weight_prior.py
+    python experiments/kodak-quick-4500/weight_prior.py
 
 An estimate only: a normative prior would have to ship with the decoder and be learned on
 other images than the test set (BSDS500, say), not on the other Kodak crops.
@@ -21,10 +21,11 @@ import torch
 from coolchic.bitstream import SectionId, read_bitstream
 from coolchic.evaluate.report import bd_matrix, complete_points, curves
 from coolchic.evaluate.store import job_stem, read_tsv
+from coolchic.legacy import upgrade
 from coolchic.model.coolchic import CoolChic
 from coolchic.payload import B_SCALE_CODE, W_SCALE_CODE, tensor_plan, unpack_config, unpack_weights
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-4500"  # the run's data
 OURS = "coolchic-quick-it4500"
 ANCHORS = ("hevc444", "avif444")
 
@@ -41,7 +42,8 @@ def main() -> None:
     for lmbda in ("0.0001", "0.0005", "0.004", "0.02"):
         files = []
         for path in sorted((HERE / "bitstreams").glob(f"*@{lmbda}.bin")):
-            header, sections = read_bitstream(path.read_bytes())
+            # the current reader refuses 3.0; the lossless rewrite holds the same integers
+            header, sections = read_bitstream(upgrade(path.read_bytes()))
             config = unpack_config(sections[SectionId.CONFIG])
             weights = unpack_weights(sections[SectionId.WEIGHTS], config, header.channels)
             files.append((path, header, config, weights))

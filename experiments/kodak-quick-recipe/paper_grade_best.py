@@ -3,7 +3,7 @@ default decoder's encode (results/kodak-paper-grade/, committed format 4.0 files
 synth decoder's (``full/rows``: run.py's variant arch-a, which is synth, paper-grade preset,
 whole images, CPU), then the BD-rates of both curves against the same anchors.
 
-    python results/kodak-quick-recipe/paper_grade_best.py
+    python experiments/kodak-quick-recipe/paper_grade_best.py
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import numpy as np
 
 from coolchic.metrics import mean_psnr
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-recipe"  # the run's data
 PAPER = HERE.parent / "kodak-paper-grade"
 
 
 def _paper_report():
-    spec = importlib.util.spec_from_file_location("paper_grade_report", PAPER / "report.py")
+    """experiments/kodak-paper-grade/report.py, loaded by path (experiments are no package)."""
+    source = Path(__file__).resolve().parents[1] / "kodak-paper-grade" / "report.py"
+    spec = importlib.util.spec_from_file_location("paper_grade_report", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,7 +37,7 @@ def _cost(r: dict) -> float:
 def main() -> None:
     report = _paper_report()
     default = {(r["image"], r["lmbda"]): r for r in
-               report._as_committed(report._rows(PAPER / "run" / "rows" / "coolchic-slow"))}
+               report.as_committed([r for r in report.our_rows() if r["run"] == "run"])}
     synth = {}
     for path in sorted((HERE / "full" / "rows").glob("arch-a-*-slow-full-cpu.json")):
         r = json.loads(path.read_text())
@@ -51,7 +53,7 @@ def main() -> None:
         print(f"| {key[0]} | {key[1]:g} | {d['bytes']:,} / {d['psnr_db']:.2f} | {cells[0]} | "
               f"{cells[1]} | {'synth' if best[key] is s else 'default'} |")
 
-    table = report._table(PAPER / "anchors" / "per_image.tsv")
+    table = report.read_table(PAPER / "anchors" / "per_image.tsv")
     images = sorted({k[0] for k in default})
     print("\nBD-rate per image and of the mean curve (overlap in brackets):\n")
     print("| curve | image | " + " | ".join(report.ANCHORS) + " |")
@@ -63,7 +65,7 @@ def main() -> None:
             cells = []
             for a in report.ANCHORS:
                 anchor = [r for r in table if r["codec"] == a and r["image"] in chosen]
-                cells.append(report._bd(_mean_curve(anchor, "quality", len(chosen)), ours))
+                cells.append(report.bd_cell(_mean_curve(anchor, "quality", len(chosen)), ours))
             print(f"| {name} | {image} | " + " | ".join(cells) + " |")
 
 

@@ -3,8 +3,8 @@
 # whole images with the paper-grade preset on the GPU (GPU_SHARDS processes) and the
 # quick protocol's crops on the CPU cores (CPU_SHARDS processes, one thread each).
 #
-#   bash results/kodak-quick-recipe/device.sh start   # first call: starts the shards, waits
-#   bash results/kodak-quick-recipe/device.sh wait    # next call, while the machine is warm
+#   bash experiments/kodak-quick-recipe/device.sh start   # first call: starts the shards, waits
+#   bash experiments/kodak-quick-recipe/device.sh wait    # next call, while the machine is warm
 #
 # Runs from the repository root there, with Kodak images carried in .kodak/ and the wheels
 # of constriction and pytorch-msssim in .whl/ (results/cuda-h200/README.md). The shards
@@ -21,7 +21,7 @@ mkdir -p "$RUN/logs" "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-script="python3 results/kodak-quick-recipe/run.py .kodak -o $RUN"
+script="python3 experiments/kodak-quick-recipe/run.py .kodak -o $RUN"
 
 if [ "${1:-}" = start ]; then
     { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc;

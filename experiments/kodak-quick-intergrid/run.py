@@ -13,9 +13,9 @@ left out: the variants differ by at most 12 weights). Variants:
 - `up5`: 8 spatial neighbours + the co-located coarser latent and its 4 neighbours
   (698 MAC/pixel).
 
-    python results/kodak-quick-intergrid/run.py ../shared/data/kodak --variant up1 \
+    python experiments/kodak-quick-intergrid/run.py ../shared/data/kodak --variant up1 \
         --images kodim01,kodim07 --lmbda 4e-3 -o results/kodak-quick-intergrid/rows
-    python results/kodak-quick-intergrid/run.py --report results/kodak-quick-intergrid/rows
+    python experiments/kodak-quick-intergrid/run.py --report results/kodak-quick-intergrid/rows
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from coolchic.model.fused import synthesis_mse, upsample_stack
 from coolchic.presets import get_preset
 from coolchic.quant import make_quantizer
 
+ROWS = Path(__file__).resolve().parents[2] / "results" / "kodak-quick-intergrid" / "rows"  # the run's data
 CROP = 256
 # offsets (row, col) in grid k+1 around the co-located latent (r // 2, c // 2)
 COARSE = {"base": (), "up1": ((0, 0),), "up5": ((0, 0), (-1, 0), (0, -1), (0, 1), (1, 0))}
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--images", default="kodim01")
     parser.add_argument("--lmbda", type=float, default=4e-3)
     parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("-o", "--out", type=Path, default=Path(__file__).resolve().parent / "rows")
+    parser.add_argument("-o", "--out", type=Path, default=ROWS)
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args()
     if args.report is not None:
