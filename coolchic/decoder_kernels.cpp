@@ -386,6 +386,12 @@ static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_
 extern "C" {
 
 int coolchic_decoder_kernels_version() { return 2; }
+// SHA-256 of this file, passed by the build (coolchic.nativebuild): a library whose source
+// has changed since it was built is not loaded.
+#ifndef COOLCHIC_SOURCE_SHA
+#define COOLCHIC_SOURCE_SHA ""
+#endif
+const char* coolchic_source_sha() { return COOLCHIC_SOURCE_SHA; }
 
 // The entry points: no C++ exception may cross into the caller (an allocation failure on
 // a huge image returns kOutOfMemory instead).

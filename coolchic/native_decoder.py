@@ -4,10 +4,11 @@
 
 The numpy latent decoder pays about 100 us of Python and call overhead per wave, and a
 768x512 image has 2301 waves; the numpy synthesis makes a dozen passes over memory per
-layer. The native code does the same arithmetic without either. It is built on first use
-(`coolchic.nativebuild`; no -ffast-math, since floor and the clips must keep their IEEE
-meaning) and is optional: without a compiler, or with COOLCHIC_NATIVE=0, decoding runs
-the numpy paths and gives the same image. No torch here.
+layer. The native code does the same arithmetic without either. It is built when the
+package is installed (`coolchic.nativebuild`; no -ffast-math and no contraction into
+fused multiply-adds, since floor and the clips must see the IEEE result of each operation)
+and is optional: where it is missing, or with COOLCHIC_NATIVE=0, decoding runs the numpy
+paths and gives the same image. No torch here.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from coolchic.entropy.tables import ALPHABET, MU_FRAC_BITS, N_SCALE, PROB_BITS, 
 
 SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
 VERSION = 2  # coolchic_decoder_kernels_version() of SOURCE
-_COMMON = ("-O3", "-std=c++17", "-fPIC")
-FLAG_SETS = ((*_COMMON, "-march=native"), _COMMON)  # tuned for this CPU, then portable
+FLAGS = nativebuild.SOURCES["decoder_kernels.cpp"]
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _ERRORS = {
     1: "Entropy data is corrupt: the main stream is invalid.",
@@ -149,13 +149,13 @@ class DecoderKernels:
 
 @functools.cache
 def _load() -> DecoderKernels | str:
-    cdll = nativebuild.load(SOURCE, flag_sets=FLAG_SETS, version_symbol="coolchic_decoder_kernels_version",
+    cdll = nativebuild.load(SOURCE, flags=FLAGS, version_symbol="coolchic_decoder_kernels_version",
                             version=VERSION)
     return DecoderKernels(cdll) if isinstance(cdll, ctypes.CDLL) else cdll
 
 
 def kernels() -> DecoderKernels | None:
-    """The native decoder, building it the first time (a few seconds), or None."""
+    """The native decoder, or None when none is installed (or built) for this CPU."""
     lib = _load()
     return lib if isinstance(lib, DecoderKernels) else None
 
@@ -174,4 +174,7 @@ def select(kernel: str) -> DecoderKernels | None:
     lib = None if kernel == "numpy" else kernels()
     if kernel == "native" and lib is None:
         raise ValueError(f"the native decoder is unavailable: {unavailable_reason()}")
+    if kernel == "auto" and lib is None:
+        nativebuild.warn_fallback("the native decoder", unavailable_reason(),
+                                  "decoding runs the numpy path: the same image, slower")
     return lib

@@ -93,7 +93,8 @@ def training_kernels(mode: CompileMode, model: CoolChic, iterations: int, device
         if kernels is not None:
             return kernels
         warnings.warn(f"native training kernels unavailable ({native.unavailable_reason()}); "
-                      "training with the torch kernels (2-3x slower)", stacklevel=3)
+                      "training with the torch kernels: 2-3x slower, and the bitstream differs from the "
+                      "native kernels' one", stacklevel=3)
     wanted = mode == "on" or (mode == "auto" and device == "cpu" and
                               model.n_latents() * iterations >= COMPILE_MIN_LATENT_ITERATIONS)
     if not wanted:

@@ -9,12 +9,11 @@ import torch
 
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-import coolchic.nativebuild as nativebuild
 from coolchic.config import DecoderConfig, SynthesisConfig, get_arch, grid_shapes
 from coolchic.model.coolchic import CoolChic
 from coolchic.presets import get_preset
 from coolchic.quant import kumaraswamy_noise, make_quantizer, soft_round
-from coolchic.train import overfit, training_kernels
+from coolchic.train import overfit
 from tests.test_speed_paths import _fused_loss, _random_model, _reference_loss
 
 
@@ -23,17 +22,6 @@ def _native_or_skip() -> fused.Kernels:
     if kernels is None:
         pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
     return kernels
-
-
-@pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
-    """A cold library cache in tmp_path; the process-wide handles rebuilt afterwards."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    native._load.cache_clear()
-    fused.native_kernels.cache_clear()
-    yield tmp_path
-    native._load.cache_clear()
-    fused.native_kernels.cache_clear()
 
 
 def test_native_float32_training_gradients_follow_the_float64_reference():
@@ -159,50 +147,3 @@ def test_loading_the_native_kernels_leaves_the_floating_point_environment_alone(
     tiny = np.float32(1e-40)  # subnormal: flush-to-zero would make it 0
     assert tiny * np.float32(1.0) != 0
     assert float(torch.tensor([1e-40]) * 1.0) != 0
-
-
-def test_without_a_compiler_training_falls_back_to_the_torch_kernels(fresh_build, monkeypatch):
-    monkeypatch.setattr(nativebuild, "compiler", lambda: None)
-    assert native.library() is None and fused.native_kernels() is None
-    assert "compiler" in native.unavailable_reason()
-    image = torch.rand(1, 3, 9, 11)
-    model = CoolChic(DecoderConfig(), 9, 11, 3)
-    with pytest.warns(UserWarning, match="native training kernels unavailable"):
-        kernels = training_kernels("on", model, 10, "cpu")
-    assert kernels.native is None
-    assert training_kernels("off", model, 10, "cpu") is fused.EAGER
-    preset = get_preset("fast").scaled_to(3)
-    with pytest.warns(UserWarning):
-        trained = overfit(image, DecoderConfig(), preset, 1e-3)
-    assert all(torch.isfinite(p).all() for p in trained.parameters())
-
-
-def test_a_failed_build_says_why_and_leaves_no_library(fresh_build, monkeypatch):
-    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
-    assert native.library() is None
-    assert "failed" in native.unavailable_reason()
-    assert not list(fresh_build.rglob("*.so"))
-
-
-def test_an_unwritable_cache_falls_back_to_a_temporary_folder(fresh_build, monkeypatch):
-    if nativebuild.compiler() is None:
-        pytest.skip("no C++ compiler")
-    blocked = fresh_build / "blocked"
-    blocked.write_text("a file where the cache folder should be")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    monkeypatch.setattr(nativebuild.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
-    assert native.library() is not None, native.unavailable_reason()
-    assert list((fresh_build / "tmp").rglob("kernels-*.so"))
-
-
-def test_the_library_is_built_once_into_the_cache_and_reused(fresh_build):
-    if nativebuild.compiler() is None:
-        pytest.skip("no C++ compiler")
-    lib = native.library()
-    assert lib is not None, native.unavailable_reason()
-    built = list(fresh_build.rglob("kernels-*.so"))
-    assert len(built) == 1
-    native._load.cache_clear()
-    stamp = built[0].stat().st_mtime_ns
-    assert native.library() is not None
-    assert built[0].stat().st_mtime_ns == stamp

@@ -129,8 +129,9 @@ def test_without_the_native_decoder_auto_decodes_with_numpy_and_native_says_why(
         decode_latents(schedule, data, arm, kernel="fast")
 
 
-def test_the_native_decoder_is_built_without_fast_math():
-    assert not any("fast-math" in flag for flags in native.FLAG_SETS for flag in flags)
+def test_the_native_decoder_is_built_without_fast_math_or_fused_multiply_adds():
+    assert not any("fast-math" in flag for flag in native.FLAGS)
+    assert "-ffp-contract=off" in native.FLAGS
 
 
 def test_the_sample_bitstream_decodes_to_the_same_image_with_either_decoder():

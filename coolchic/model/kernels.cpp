@@ -1040,6 +1040,12 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
 extern "C" {
 
 int coolchic_kernels_version() { return 4; }
+// SHA-256 of this file, passed by the build (coolchic.nativebuild): a library whose source
+// has changed since it was built is not loaded.
+#ifndef COOLCHIC_SOURCE_SHA
+#define COOLCHIC_SOURCE_SHA ""
+#endif
+const char* coolchic_source_sha() { return COOLCHIC_SOURCE_SHA; }
 
 #define ARM_RATE(NAME, T)                                                                      \
   double NAME(const T* canvas, const T* valid, int64_t start, int64_t n, const int64_t* offsets, \

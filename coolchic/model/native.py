@@ -1,14 +1,15 @@
-"""The native (C++) training kernels of ``kernels.cpp``: built on first use with the system
-C++ compiler, cached on disk, and called through ctypes on CPU tensors.
+"""The native (C++) training kernels of ``kernels.cpp``: built when the package is
+installed, and called through ctypes on CPU tensors.
 
 They compute the same functions as the torch kernels of ``coolchic.model.fused`` (tests
 compare them in float64), several times faster on the CPU: the layers are a dozen wide,
 so the work is bound by memory traffic and per-operation overhead, which a single pass per
-block of positions avoids. Without a working compiler `library` returns None, with the
-reason in `unavailable_reason`, and training runs the torch kernels; COOLCHIC_NATIVE=0 in
-the environment disables them.
+block of positions avoids. Where no library could be built `library` returns None, with the
+reason in `unavailable_reason`, and training runs the torch kernels (whose float arithmetic,
+and so whose bitstream, differs); COOLCHIC_NATIVE=0 in the environment disables them.
 
-Building and caching: `coolchic.nativebuild` (compiled with -ffast-math, linked without it).
+Building, CPU variants and loading: `coolchic.nativebuild` (compiled with -ffast-math,
+linked without it).
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ from coolchic import nativebuild
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 VERSION = 4  # coolchic_kernels_version() of SOURCE
-_COMMON = ("-O3", "-std=c++17", "-fPIC", "-ffast-math", "-pthread")
-# tried in order: tuned for this CPU, then portable
-FLAG_SETS = ((*_COMMON, "-march=native", "-mprefer-vector-width=512"), _COMMON)
+FLAGS = nativebuild.SOURCES["model/kernels.cpp"]
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 MAX_CHANNELS = 4  # image channels the native synthesis handles
 
@@ -144,14 +143,13 @@ class Library:
 
 @functools.cache
 def _load() -> Library | str:
-    cdll = nativebuild.load(SOURCE, flag_sets=FLAG_SETS, version_symbol="coolchic_kernels_version",
+    cdll = nativebuild.load(SOURCE, flags=FLAGS, version_symbol="coolchic_kernels_version",
                             version=VERSION)
     return Library(cdll) if isinstance(cdll, ctypes.CDLL) else cdll
 
 
 def library() -> Library | None:
-    """The native kernels, building them the first time (about a second), or None when
-    they cannot be built or loaded here."""
+    """The native kernels, or None when none are installed (or built) for this CPU."""
     lib = _load()
     return lib if isinstance(lib, Library) else None
 
