@@ -17,6 +17,11 @@ Exactness: constriction 0.5 takes float weights, but ``Categorical(perfect=False
 scale factor is 1.0 and every partial sum is an integer below 2**24). Tests pin this by
 reading the cumulative frequencies back out of the compressed words.
 
+Symbols with their own integer PMF rows (`SymbolEncoder.encode_pmf`): the amortized codecs
+(`coolchic.amortized`) compute one PMF per symbol from their context networks, over
+alphabets of 2..`MAX_PMF_ALPHABET` symbols; the rows go to the same constriction family
+with the same ``q - 1`` convention. They use the one-stream container (``inline_escapes``).
+
 Container (`SymbolEncoder.finish`): ``varint n_main, varint n_escape, n_main words,
 n_escape words`` (words little-endian uint32). Format 1 spent two u32 counts; varints take
 1-2 bytes each for the files of a few KB where framing matters. Both counts are kept: with
@@ -43,6 +48,7 @@ _HIGH_ESCAPE = 2 * RADIUS
 _POW2 = 1 << np.arange(MAX_PREFIX + 2, dtype=np.int64)  # (22,) for floor(log2(v))
 # Uniform binary model q = [2**23, 2**23], passed as weights q - 1 like the main table.
 _BIT_WEIGHTS = np.full(2, (1 << (PROB_BITS - 1)) - 1, dtype=np.float64)
+MAX_PMF_ALPHABET = 1 << 12  # largest alphabet of a row given to `SymbolEncoder.encode_pmf`
 
 
 class EntropyError(ValueError):
@@ -181,6 +187,33 @@ def rate_bits(values: np.ndarray, centers: np.ndarray, rows: np.ndarray) -> floa
     return float(main + _exp_golomb_lengths(extras).sum())
 
 
+def checked_pmf(pmf: np.ndarray, n: int) -> np.ndarray:
+    """Validate N integer PMF rows: int64 (n, A), 2 <= A <= MAX_PMF_ALPHABET, every entry
+    >= 1, every row summing to ``2**PROB_BITS``.
+
+    Raises:
+        ValueError: another shape, dtype or a row that is not such a PMF.
+    """
+    pmf = np.asarray(pmf)
+    if pmf.ndim != 2 or pmf.shape[0] != n or not 2 <= pmf.shape[1] <= MAX_PMF_ALPHABET:
+        raise ValueError(f"pmf must be ({n}, A) with 2 <= A <= {MAX_PMF_ALPHABET}, got {pmf.shape}")
+    if not np.issubdtype(pmf.dtype, np.integer):
+        raise ValueError(f"pmf must hold integers, got {pmf.dtype}")
+    pmf = pmf.astype(np.int64, copy=False)
+    if n and (pmf.min() < 1 or np.any(pmf.sum(axis=1) != 1 << PROB_BITS)):
+        raise ValueError(f"every pmf row must be >= 1 and sum to 2^{PROB_BITS}")
+    return pmf
+
+
+def pmf_rate_bits(symbols: np.ndarray, pmf: np.ndarray) -> float:
+    """Ideal code length ``sum(PROB_BITS - log2 q[s])`` in bits of symbols (N,) under their
+    rows pmf (N, A), as `SymbolEncoder.encode_pmf` codes them (without the flush words)."""
+    symbols = _int_array("symbols", symbols)
+    pmf = checked_pmf(pmf, symbols.size)
+    q = pmf[np.arange(symbols.size), symbols]  # gather (N,)
+    return float(np.sum(PROB_BITS - np.log2(q.astype(np.float64))))
+
+
 class SymbolEncoder:
     """Accumulates latent symbols into the main and escape range-coded streams.
 
@@ -224,6 +257,24 @@ class SymbolEncoder:
         if bits.size:
             self._main.encode(bits.astype(np.int32), self._bit_model)
 
+    def encode_pmf(self, symbols: np.ndarray, pmf: np.ndarray) -> None:
+        """Append N symbols to the main stream, each coded with its own integer PMF row.
+
+        Args:
+            symbols: int (N,) in ``0..A-1``.
+            pmf: int64 (N, A), as `checked_pmf` requires.
+
+        Raises:
+            ValueError: bad shapes, dtypes, rows, or a symbol outside its alphabet.
+        """
+        symbols = _int_array("symbols", symbols)
+        pmf = checked_pmf(pmf, symbols.size)
+        if symbols.size == 0:
+            return
+        if symbols.min() < 0 or symbols.max() >= pmf.shape[1]:
+            raise ValueError(f"symbols must lie in [0, {pmf.shape[1]})")
+        self._main.encode(symbols.astype(np.int32), self._family, (pmf - 1).astype(np.float64))
+
     def finish(self) -> bytes:
         """The container of both streams; may be called again after more `encode` calls."""
         main = self._main.get_compressed().astype("<u4")
@@ -231,6 +282,23 @@ class SymbolEncoder:
             return pack_uvarint(main.size) + main.tobytes()
         escape = self._escape.get_compressed().astype("<u4")
         return pack_uvarint(main.size) + pack_uvarint(escape.size) + main.tobytes() + escape.tobytes()
+
+
+def inline_stream_end(data: bytes, offset: int = 0) -> int:
+    """Where the one-stream container (``inline_escapes``) that starts at ``data[offset]``
+    ends: the offset after its words. Lets a payload hold several such streams in a row.
+
+    Raises:
+        EntropyError: the word count is malformed or runs past the data.
+    """
+    try:
+        count, start = unpack_uvarint(data, offset, len(data), limit=_MAX_WORDS)
+    except VarintError as exc:
+        raise EntropyError(f"Entropy data has a bad main stream length: {exc}.") from None
+    end = start + 4 * count
+    if end > len(data):
+        raise EntropyError(f"Entropy data is truncated: its stream declares {count} words.")
+    return end
 
 
 def split_streams(data: bytes, *, inline_escapes: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -321,6 +389,23 @@ class SymbolDecoder:
         values = centers - float(RADIUS)  # (N,) float64: exact, |centers| < 2**53
         values += symbols
         return values
+
+    def decode_pmf(self, pmf: np.ndarray) -> np.ndarray:
+        """The next N symbols of the main stream, coded with rows pmf (N, A) as given to
+        `SymbolEncoder.encode_pmf`; int64 (N,).
+
+        Raises:
+            ValueError: pmf is not N valid rows.
+            EntropyError: the data cannot have come from `SymbolEncoder`.
+        """
+        pmf = checked_pmf(pmf, len(pmf) if np.ndim(pmf) == 2 else -1)
+        if pmf.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            symbols = self._main.decode(self._family, (pmf - 1).astype(np.float64))
+        except Exception as error:  # constriction reports invalid data as AssertionError
+            raise EntropyError("Entropy data is corrupt: the main stream is invalid.") from error
+        return symbols.astype(np.int64)
 
     def decode_bits(self, count: int) -> np.ndarray:
         """The next ``count`` raw bits of the main stream (see `SymbolEncoder.encode_bits`);
