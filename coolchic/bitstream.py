@@ -95,6 +95,7 @@ class CodecId(IntEnum):
     CWIC = 2  # amortized: content-weighted image compression (Li et al., CVPR 2018)
     CCN = 3  # amortized: context-based convolutional entropy model (Li et al., TIP 2020)
     CPM = 4  # amortized: conditional probability models (Mentzer et al., CVPR 2018)
+    PROGRESSIVE = 5  # amortized: CWIC's codes in embedded layers (Johnston et al., CVPR 2018)
 
 
 class SectionId(IntEnum):

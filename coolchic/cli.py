@@ -63,7 +63,8 @@ def encode(
     lmbda: Annotated[float | None, typer.Option(
         "--lmbda", "-l", help="Rate weight: larger = smaller file [1e-3].")] = None,
     quality: Annotated[float | None, typer.Option(
-        help="Quality 0-100 instead of --lmbda (log-linear: 0 = lambda 5e-2, 100 = 2e-5).")] = None,
+        help="Quality 0-100 instead of --lmbda (log-linear: 0 = lambda 5e-2, 100 = 2e-5); for an "
+             "amortized codec, one of its shipped qualities ('coolchic amortized list').")] = None,
     target_bpp: Annotated[float | None, typer.Option(
         help="Search lambda for at most this many bits per pixel (several encodes).")] = None,
     target_psnr: Annotated[float | None, typer.Option(
@@ -88,7 +89,8 @@ def encode(
     compile: Annotated[str, typer.Option(
         help="Compiled training kernels (native C++ on the CPU): auto, on, off.")] = "auto",
     codec: Annotated[str, typer.Option(
-        help="coolchic (overfitted), or a pretrained amortized codec: cwic, ccn, cpm.")] = "coolchic",
+        help="coolchic (overfitted), or a pretrained amortized codec: cwic, ccn, cpm, or "
+             "progressive (cwic's codes in layers: 'decode --layers K' reads the first K).")] = "coolchic",
     checkpoint: Annotated[Path | None, typer.Option(
         help="Amortized codecs: weights (a model.pt of 'coolchic amortized train') instead of "
              "the shipped ones.")] = None,
@@ -187,6 +189,9 @@ def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float |
         f"encoded in {r.encode_seconds:.1f} s",
         highlight=False,
     )
+    if r.layer_ends:
+        console.print(f"{len(r.layer_ends)} layers; the first k decode alone from the first "
+                      f"{', '.join(map(str, r.layer_ends))} bytes", highlight=False)
 
 
 @app.command()
@@ -197,15 +202,28 @@ def decode(
     device: Annotated[str, typer.Option(help="cpu or cuda (bit-identical output).")] = "cpu",
     checkpoint: Annotated[Path | None, typer.Option(
         help="Amortized streams: the weights to decode with instead of the shipped ones.")] = None,
+    layers: Annotated[int | None, typer.Option(
+        help="Progressive streams: decode the first K layers [all the file holds].")] = None,
 ) -> None:
     """Decode BITSTREAM to an image (any codec: the header names it)."""
+    from coolchic.amortized.api import decode as decode_amortized
+    from coolchic.amortized.api import peek_codec
+    from coolchic.bitstream import CodecId
     from coolchic.decode import decode as decode_bitstream
     from coolchic.io import write_image
 
     output = output or bitstream.with_suffix(".png")
     _check_output(output)
+    progressive = peek_codec(bitstream) == CodecId.PROGRESSIVE  # may be a cut stream
+    if layers is not None and not progressive and bitstream.is_file():
+        fail("--layers applies to progressive streams only (coolchic encode --codec progressive)")
+    if layers is not None and layers < 1:
+        fail("--layers must be >= 1")
     start = time.perf_counter()
-    image = decode_bitstream(bitstream, device=device, checkpoint=checkpoint)
+    if progressive:
+        image = decode_amortized(bitstream.read_bytes(), checkpoint=checkpoint, layers=layers)
+    else:
+        image = decode_bitstream(bitstream, device=device, checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     write_image(output, image, 8 if image.dtype.itemsize == 1 else 16)
     console.print(f"[bold green]{output}[/]: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
@@ -216,10 +234,11 @@ def decode(
 @clean_errors
 def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")]) -> None:
     """Show a bitstream's header, section sizes and decoder complexity."""
+    from coolchic.amortized.api import peek_codec
     from coolchic.bitstream import CodecId
     from coolchic.decode import codec_id, describe
 
-    if codec_id(bitstream) != CodecId.COOLCHIC:
+    if peek_codec(bitstream) == CodecId.PROGRESSIVE or codec_id(bitstream) != CodecId.COOLCHIC:
         _info_amortized(bitstream)
         return
     d = describe(bitstream)
@@ -282,10 +301,15 @@ def _info_amortized(bitstream: Path) -> None:
     table.add_row("codec", f"{d.entry.name} (id {int(d.entry.codec_id)}), amortized")
     table.add_row("model", f"{d.entry.title} ({d.entry.citation})")
     table.add_row("weights", f"quality {d.quality}, CRC {d.model_crc:08x}")
-    table.add_row("size", f"{d.width} x {d.height}, 3 channel(s), 8-bit")
+    table.add_row("size", f"{d.width} x {d.height}, {d.channels} channel(s), 8-bit")
     table.add_row("bytes", f"{d.total_bytes} ({d.bpp:.4f} bpp)")
     for name, n in d.section_bytes.items():
         table.add_row(f"  section {name}", f"{n} bytes")
+    if d.layer_ends:
+        table.add_row("layers", f"{len(d.layer_ends)} of {d.layer_count}; the first k end at bytes "
+                      f"{', '.join(map(str, d.layer_ends))}")
+    if d.legacy:
+        table.add_row("payload", "first amortized layout (u32 word counts), read upgraded")
     console.print(table)
 
 

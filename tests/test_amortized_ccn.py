@@ -10,10 +10,10 @@ from coolchic.amortized import ccn, registry
 from coolchic.amortized.causal import Wavefront
 from coolchic.amortized.codec import AmortizedCodec, write_stream
 from coolchic.amortized.codes import decode_codes
-from coolchic.amortized.pmfcoder import PmfDecoder
 from coolchic.amortized.training import TrainOptions, load_model, train
 from coolchic.bitstream import BitstreamError, CodecId, read_bitstream
 from coolchic.cli import app
+from coolchic.entropy.coder import SymbolDecoder
 from tests.conftest import synthetic_image
 
 TINY = {"code_channels": 4, "levels": 4, "features": 8, "context_hidden": (2, 3), "context_depth": 1}
@@ -77,7 +77,7 @@ def test_sub_blocks_are_the_zigzag_hyperplanes_and_decode_like_one_symbol_at_a_t
     net, alphabet = model.integer_net(), model.alphabet()
     assert np.array_equal(decode_codes(net, alphabet, sections[3], shape), symbols)
     # reference: one symbol per step, the whole network recomputed on the partial code
-    decoder = PmfDecoder(sections[3])
+    decoder = SymbolDecoder(sections[3], inline_escapes=True)
     every = np.nonzero(np.ones(shape, bool))
     seq = np.full(shape, -1)
     for c, y, x in zip(front.c, front.y, front.x):
@@ -85,7 +85,7 @@ def test_sub_blocks_are_the_zigzag_hyperplanes_and_decode_like_one_symbol_at_a_t
         known = seq >= 0
         net.set_inputs(state, *np.nonzero(known), np.asarray(alphabet.inputs)[seq[known]])
         logits = net.evaluate(state, *every).reshape(*shape, -1)[c, y, x][None]
-        seq[c, y, x] = decoder.decode(alphabet.pmf(logits))[0]
+        seq[c, y, x] = decoder.decode_pmf(alphabet.pmf(logits))[0]
     decoder.finish()
     assert np.array_equal(seq, symbols)
 
@@ -114,12 +114,12 @@ def test_a_stream_is_refused_by_other_weights_and_corrupt_codes_raise_a_bitstrea
     data = model.compress(synthetic_image(16, 16))
     with pytest.raises(BitstreamError, match="written by ccn weights"):
         _model(seed=1).decompress(data)
-    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(),
-                       config=b"\x00", codes=b"\xff\xff\xff\xff")
+    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(), quality=0,
+                       codes=b"\xff\xff\xff\xff")
     with pytest.raises(BitstreamError, match="corrupt CCN codes"):
         model.decompress(bad)
     cpm_stream = write_stream(registry.get("cpm"), height=16, width=16, model_crc=model.model_crc(),
-                              config=b"\x00", codes=b"")
+                              quality=0, codes=b"")
     with pytest.raises(BitstreamError, match="a cpm stream cannot be decoded by ccn"):
         model.decompress(cpm_stream)
     with pytest.raises(ValueError, match="levels must lie in 2..255"):

@@ -83,22 +83,31 @@ def test_encode_then_decode_with_a_checkpoint_gives_the_encoders_reconstruction(
     assert f"{name} (id {int(header.codec_id)})" in info.stdout and "LATENTS" in info.stdout
 
 
-def test_shipped_weights_are_found_by_nearest_quality_and_again_by_the_streams_quality(trained, shipped,
-                                                                                       tmp_path):
+def test_quality_picks_a_shipped_point_exactly_and_the_decoder_finds_it_again_by_the_streams_quality(
+        trained, shipped, tmp_path):
     out = tmp_path / "q.bin"
-    result = runner.invoke(app, ["encode", str(trained / "img.png"), "--codec", "cpm", "--quality", "65",
+    result = runner.invoke(app, ["encode", str(trained / "img.png"), "--codec", "cpm", "--quality", "80",
                                  "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "cpm quality 80 (cpm-q80.pt)" in result.stdout
     assert "quality 80" in runner.invoke(app, ["info", str(out)]).stdout
     png = tmp_path / "q.png"
     assert runner.invoke(app, ["decode", str(out), "-o", str(png)]).exit_code == 0
-    model = checkpoints.load_shipped("cpm", quality=80, exact=True)
+    model = checkpoints.load_shipped("cpm", quality=80)
     assert np.array_equal(np.asarray(Image.open(png)),
                           model.reconstruct(np.asarray(Image.open(trained / "img.png"))))
     default = runner.invoke(app, ["encode", str(trained / "img.png"), "--codec", "cpm", "-o",
                                   str(tmp_path / "d.bin")])
     assert "cpm quality 40" in default.stdout  # nearest 50; ties go to the lower quality
+    low, high = (tmp_path / "5.bin"), (tmp_path / "95.bin")
+    for quality, path in (("5", low), ("95", high), ("40.5", low)):
+        _assert_clean_failure(runner.invoke(app, ["encode", str(trained / "img.png"), "--codec", "cpm",
+                                                  "--quality", quality, "-o", str(path)]),
+                              f"no shipped cpm checkpoint of quality {quality}; cpm ships qualities 40, 80",
+                              path)
+    listed = runner.invoke(app, ["amortized", "list"])
+    assert listed.exit_code == 0 and listed.stdout.splitlines() == [
+        "cwic", "ccn", "cpm 40 80", "progressive"]
     (shipped / "cpm-q80.pt").unlink()
     _assert_clean_failure(runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "x.png")]),
                           "no shipped cpm checkpoint of quality 80", tmp_path / "x.png")
@@ -156,7 +165,7 @@ def test_decoding_an_amortized_stream_loads_no_training_code(trained, tmp_path):
 
 def test_shipping_keeps_the_weights_and_writes_every_config_field(trained, shipped, tmp_path):
     original = checkpoints.load(trained / "cpm" / "model.pt")
-    copy = checkpoints.load_shipped("cpm", quality=40, exact=True)
+    copy = checkpoints.load_shipped("cpm", quality=40)
     assert copy.model_crc() == original.model_crc() and copy.quality == 40
     payload = torch.load(shipped / "cpm-q40.pt", weights_only=False)
     assert payload["quality"] == 40 and set(payload["config"]) == {
@@ -165,3 +174,29 @@ def test_shipping_keeps_the_weights_and_writes_every_config_field(trained, shipp
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a coolchic checkpoint"):
         checkpoints.load(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("name", ["cwic", "ccn", "cpm"])
+def test_a_gray_image_decodes_to_a_gray_image(trained, tmp_path, name):
+    weights = trained / name / "model.pt"
+    gray = tmp_path / "gray.png"
+    Image.fromarray(synthetic_image(20, 27, channels=1, seed=6)[:, :, 0]).save(gray)
+    out, png = tmp_path / "gray.bin", tmp_path / "gray-out.png"
+    assert runner.invoke(app, ["encode", str(gray), "--codec", name, "--checkpoint", str(weights),
+                               "-o", str(out)]).exit_code == 0
+    assert read_bitstream(out.read_bytes())[0].channels == 1
+    result = runner.invoke(app, ["decode", str(out), "--checkpoint", str(weights), "-o", str(png)])
+    assert result.exit_code == 0, result.output
+    decoded = Image.open(png)
+    assert decoded.mode == "L" and "20x27x1" not in result.stdout and "27x20x1" in result.stdout
+    model = checkpoints.load(weights)
+    pixels = np.asarray(Image.open(gray))[:, :, None]
+    expected = model.reconstruct(pixels)
+    assert expected.shape == (20, 27, 1)
+    assert np.array_equal(np.asarray(decoded)[:, :, None], expected)
+    assert "1 channel(s)" in runner.invoke(app, ["info", str(out)]).stdout
+    from coolchic.amortized.api import encode as encode_amortized
+
+    result = encode_amortized(gray, codec=name, checkpoint=weights)
+    assert result.reconstruction.shape == (20, 27, 1) and result.data == out.read_bytes()
+    assert np.array_equal(decode(out, checkpoint=weights), expected)

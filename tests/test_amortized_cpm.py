@@ -1,5 +1,7 @@
 """System (c): conditional probability models (Mentzer et al., CVPR 2018)."""
 
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from coolchic.amortized import cpm, registry
 from coolchic.amortized.codec import AmortizedCodec, write_stream
 from coolchic.amortized.masked import MaskedConv3d
 from coolchic.amortized.training import TrainOptions, load_model, train
-from coolchic.bitstream import BitstreamError, CodecId, read_bitstream
+from coolchic.bitstream import BitstreamError, CodecId, Header, SectionId, read_bitstream, write_bitstream
 from coolchic.cli import app
 from tests.conftest import synthetic_image
 
@@ -138,13 +140,14 @@ def test_a_stream_is_refused_by_other_weights_and_corrupt_codes_raise_a_bitstrea
     data = model.compress(synthetic_image(16, 16))
     with pytest.raises(BitstreamError, match="written by cpm weights"):
         _model(seed=1).decompress(data)
-    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(),
-                       config=b"\x00", codes=b"\xff\xff\xff\xff")
+    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(), quality=0,
+                       codes=b"\xff\xff\xff\xff")
     with pytest.raises(BitstreamError, match="corrupt CPM codes"):
         model.decompress(bad)
-    for config in (b"", b"\xff"):
-        bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(),
-                           config=config, codes=b"")
+    crc = struct.pack("<I", model.model_crc())
+    for config in (b"", b"\xff", b"\x00\x02\x00", b"\x00\x07"):  # short, 255, a field, version 7
+        bad = write_bitstream(Header(CodecId.CPM, 16, 16, 3, 8),
+                              [(SectionId.CONFIG, crc + config), (SectionId.LATENTS, b"")])
         with pytest.raises(BitstreamError, match="CPM CONFIG"):
             model.decompress(bad)
     with pytest.raises(ValueError, match="unknown CPM config field"):

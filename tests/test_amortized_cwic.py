@@ -44,8 +44,8 @@ def test_a_stream_is_refused_by_other_weights_and_corrupt_codes_raise_a_bitstrea
     data = model.compress(synthetic_image(16, 16))
     with pytest.raises(BitstreamError, match="written by cwic weights"):
         _model(seed=1).decompress(data)
-    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(),
-                       config=b"\x00\x01", codes=b"\xff\xff\xff\xff")
+    bad = write_stream(model.entry, height=16, width=16, model_crc=model.model_crc(), quality=0,
+                       fields=b"\x01", codes=b"\xff\xff\xff\xff")
     with pytest.raises(BitstreamError, match="corrupt CWIC codes"):
         model.decompress(bad)
 

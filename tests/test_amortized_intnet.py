@@ -14,7 +14,6 @@ from coolchic.amortized.causal import Wavefront, WaveOrder, conv_mask
 from coolchic.amortized.codes import Alphabet, code_bits, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, IntLayer, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
-from coolchic.amortized.pmfcoder import PmfDecoder
 from coolchic.amortized.probability import (
     LOGIT_FRAC,
     binary_pmf,
@@ -22,7 +21,7 @@ from coolchic.amortized.probability import (
     exp_table_sha256,
     pmf_from_logits,
 )
-from coolchic.entropy.coder import EntropyError
+from coolchic.entropy.coder import EntropyError, SymbolDecoder
 
 EXP_SHA256 = "c99c4d38186aa84e7e4596344c2f3887af9c21bc08205e18b82787b11aea4f9f"
 
@@ -113,14 +112,14 @@ def test_wavefront_decoding_equals_sequential_decoding_and_the_encoder(order, al
 
     front = Wavefront.build(order, shape, coded)
     every = np.nonzero(np.ones(shape, bool))
-    decoder = PmfDecoder(data)
+    decoder = SymbolDecoder(data, inline_escapes=True)
     seq = np.full(shape, -1)
     for c, y, x in zip(front.c, front.y, front.x):
         state = net.start(*shape[1:])
         known = seq >= 0
         net.set_inputs(state, *np.nonzero(known), np.asarray(alphabet.inputs)[seq[known]])
         logits = net.evaluate(state, *every).reshape(*shape, -1)[c, y, x][None]
-        seq[c, y, x] = decoder.decode(alphabet.pmf(logits))[0]
+        seq[c, y, x] = decoder.decode_pmf(alphabet.pmf(logits))[0]
     decoder.finish()
     assert np.array_equal(seq, wave)
 

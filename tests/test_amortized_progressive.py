@@ -15,6 +15,7 @@ from coolchic.amortized.progressive import (
     integer_net,
     synthetic_report,
 )
+from coolchic.bitstream import CodecId
 from coolchic.cli import app
 from coolchic.entropy.coder import EntropyError
 
@@ -72,9 +73,10 @@ def test_the_sources_entropy_is_the_mean_information_of_its_samples():
     assert samples[0].codes.shape == (8, 16, 16) and samples[0].codes.dtype == np.uint8
 
 
-def test_the_progressive_coder_is_registered_without_a_codec_id():
+def test_the_progressive_coder_is_registered_with_the_progressive_codec_id():
     entry = registry.get("progressive")
-    assert entry.codec_id is None and entry.load().__name__ == "coolchic.amortized.progressive"
+    assert entry.codec_id == CodecId.PROGRESSIVE
+    assert entry.load().__name__ == "coolchic.amortized.progressive"
 
 
 def test_the_cli_reports_bits_per_bit_against_the_bound():

@@ -180,8 +180,8 @@ def test_the_writer_refuses_what_the_reader_would_refuse():
         write_bitstream(Header(1, 3, 5, 4, 8), [])
     with pytest.raises(ValueError, match="exceeds the limit"):
         write_bitstream(Header(1, 65535, 65535, 3, 8), [])
-    with pytest.raises(ValueError, match="unknown codec id 5"):
-        write_bitstream(Header(5, 3, 5, 3, 8), [])
+    with pytest.raises(ValueError, match="unknown codec id 9"):
+        write_bitstream(Header(9, 3, 5, 3, 8), [])
     with pytest.raises(ValueError, match="unknown section id 9"):
         write_bitstream(HEADER, [(9, b"")])
     with pytest.raises(ValueError, match="CONFIG is given twice"):

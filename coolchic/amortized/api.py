@@ -2,8 +2,11 @@
 `coolchic decode` and `coolchic info` call for the amortized codecs.
 
 The weights come from a shipped checkpoint (`checkpoints`), chosen by quality when encoding
-and by the quality written in the stream when decoding, or from an explicit checkpoint file.
-`describe` reads only the container, so it needs neither torch nor weights.
+(one of the shipped qualities, `qualities`) and by the quality written in the stream when
+decoding, or from an explicit checkpoint file. The progressive codec (`layered`) is the
+shipped progressive coder with the shipped cwic model it was fitted on; its streams decode
+from any prefix that ends at a layer boundary. `describe` reads only the container, so it
+needs neither torch nor weights.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from coolchic.amortized import checkpoints, registry
 from coolchic.amortized.codec import read_stream
-from coolchic.bitstream import BitstreamError, read_bitstream
+from coolchic.bitstream import HEADER_BYTES, MAGIC, BitstreamError, CodecId, read_bitstream
 
 # Beyond this the code tensors and context features grow past a few GB.
 MAX_PIXELS = 1 << 26
@@ -26,6 +29,14 @@ MAX_PIXELS = 1 << 26
 def image_codecs() -> tuple[str, ...]:
     """Names of the amortized image codecs (registry entries with a codec id)."""
     return tuple(entry.name for entry in registry.MODELS if entry.codec_id is not None)
+
+
+def qualities(codec: str) -> tuple[int, ...]:
+    """The shipped operating points of an image codec: its qualities, ascending (for the
+    progressive codec: those of its shipped coders)."""
+    if codec not in image_codecs():
+        raise ValueError(f"unknown amortized codec {codec!r}; expected one of {', '.join(image_codecs())}")
+    return checkpoints.qualities(codec)
 
 
 @dataclass(frozen=True)
@@ -37,28 +48,38 @@ class AmortizedReport:
     width: int
     n_bytes: int  # whole bitstream
     bpp: float  # from the whole bitstream's size
-    psnr_db: float  # of the decoded image against the input (RGB, 8-bit)
+    psnr_db: float  # of the decoded image against the input (8-bit, its channels)
     encode_seconds: float
+    layer_ends: tuple[int, ...] = ()  # progressive: bytes of the prefix of the first k layers
 
 
 @dataclass(frozen=True)
 class AmortizedResult:
     data: bytes  # the bitstream
-    reconstruction: np.ndarray  # exactly what `decode(data)` gives, uint8 (H, W, 3)
+    reconstruction: np.ndarray  # exactly what `decode(data)` gives, uint8 (H, W, C) as the input
     report: AmortizedReport
 
 
-def _model(name: str, *, quality: float | None, exact: bool,
-           checkpoint: str | os.PathLike | None):
+def _model(name: str, *, quality: float | None, checkpoint: str | os.PathLike | None):
+    """The codec object of `name` (weights of `checkpoint`, else shipped of `quality`) and
+    the file its weights came from."""
     if checkpoint is not None:
-        return checkpoints.load(checkpoint, name=name), Path(checkpoint)
-    path = checkpoints.shipped_path(name, quality=quality, exact=exact)
-    return checkpoints.load_shipped(name, quality=quality, exact=exact), path
+        model, path = checkpoints.load(checkpoint, name=name), Path(checkpoint)
+    else:
+        model = checkpoints.load_shipped(name, quality=quality)
+        path = checkpoints.shipped_path(name, quality=model.quality)
+    if name != "progressive":
+        return model, path
+    from coolchic.amortized.layered import LayeredCodec
+
+    if model.source_crc is None:
+        raise ValueError(f"the progressive coder {path.name} was not fitted on a cwic model's codes")
+    return LayeredCodec(model, checkpoints.load_shipped_by_crc("cwic", model.source_crc)), path
 
 
-def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
-    """uint8 (H, W, 3) of an 8-bit RGB or gray image (array or file) for amortized codec
-    `codec` (gray repeated to 3 channels).
+def image8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+    """uint8 (H, W, C), C = 3 (RGB) or 1 (gray), of an 8-bit image (array or file) for
+    amortized codec `codec`.
 
     Raises:
         ValueError: unreadable, not 8-bit, not RGB/gray, or too large (one line).
@@ -70,65 +91,110 @@ def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
         if bit_depth != 8:
             raise ValueError(f"the {codec} codec codes 8-bit images, this one is {bit_depth}-bit")
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)  # gray is coded as RGB
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"the {codec} codec codes uint8 RGB images, got {image.shape} {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"the {codec} codec codes uint8 RGB or gray images, got {image.shape} "
+                         f"{image.dtype}")
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise ValueError(f"images above {MAX_PIXELS} pixels are not supported by the amortized codecs")
     return image
 
 
+def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+    """`image8` with gray repeated to 3 channels: uint8 (H, W, 3), what the models see."""
+    array = image8(image, codec)
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
 def encode(image: np.ndarray | str | os.PathLike, *, codec: str, quality: float | None = None,
            checkpoint: str | os.PathLike | None = None) -> AmortizedResult:
-    """Encode an image (uint8 RGB array or path) with amortized codec `codec`.
+    """Encode an image (uint8 RGB or gray array, or path) with amortized codec `codec`; a
+    gray image decodes to a gray image.
 
     Args:
         codec: one of `image_codecs()`.
-        quality: 0..100, picks the shipped checkpoint of nearest quality (default 50);
-            not with `checkpoint`.
-        checkpoint: a `model.pt` of `coolchic amortized train` to use instead.
+        quality: one of `qualities(codec)`, the shipped operating points (default: the
+            one nearest 50); not with `checkpoint`.
+        checkpoint: a `model.pt` of `coolchic amortized train` (for progressive: of
+            `coolchic amortized progressive-fit`, its cwic model shipped) to use instead.
 
     Raises:
-        ValueError: unknown codec, bad image, missing checkpoint (one line each).
+        ValueError: unknown codec, a quality that is not shipped, bad image, missing
+            checkpoint (one line each).
     """
     if codec not in image_codecs():
         raise ValueError(f"unknown amortized codec {codec!r}; expected one of {', '.join(image_codecs())}")
     if quality is not None and checkpoint is not None:
         raise ValueError("give --quality or --checkpoint, not both: a checkpoint has its own quality")
-    array = rgb8(image, codec)
+    array = image8(image, codec)
     start = time.perf_counter()
-    model, path = _model(codec, quality=quality, exact=False, checkpoint=checkpoint)
+    model, path = _model(codec, quality=quality, checkpoint=checkpoint)
     data = model.compress(array)
     reconstruction = model.reconstruct(array)
     seconds = time.perf_counter() - start
     from coolchic.metrics import psnr_images
 
     h, w = array.shape[:2]
+    ends = ()
+    if codec == "progressive":
+        from coolchic.amortized.layered import read
+
+        ends = read(data).ends
     report = AmortizedReport(codec=codec, quality=model.quality, checkpoint=str(path), height=h,
                              width=w, n_bytes=len(data), bpp=8.0 * len(data) / (h * w),
-                             psnr_db=psnr_images(array, reconstruction, 8), encode_seconds=seconds)
+                             psnr_db=psnr_images(array, reconstruction, 8), encode_seconds=seconds,
+                             layer_ends=ends)
     return AmortizedResult(data, reconstruction, report)
 
 
-def decode(data: bytes, *, checkpoint: str | os.PathLike | None = None) -> np.ndarray:
-    """Decode an amortized codec's bitstream to uint8 (H, W, 3).
+def peek_codec(data: bytes | str | os.PathLike) -> int | None:
+    """The codec id in a stream's fixed header, read without any check (a progressive
+    stream cut at a layer boundary is no complete container); None when the data or file
+    does not start like a coolchic stream."""
+    if isinstance(data, (str, os.PathLike)):
+        try:
+            with open(data, "rb") as f:
+                data = f.read(HEADER_BYTES)
+        except OSError:
+            return None
+    offset = len(MAGIC) + 2  # after the magic and the version bytes
+    if not bytes(data).startswith(MAGIC) or len(data) <= offset:
+        return None
+    return data[offset]
+
+
+def decode(data: bytes, *, checkpoint: str | os.PathLike | None = None,
+           layers: int | None = None) -> np.ndarray:
+    """Decode an amortized codec's bitstream to uint8 (H, W, C), C the header's channels.
+
+    A progressive stream may be a prefix of one that ends at a layer boundary.
 
     Args:
         checkpoint: the weights to decode with; by default the shipped checkpoint of the
             stream's model and quality.
+        layers: progressive streams only: decode the first `layers` layers [all it holds].
 
     Raises:
         BitstreamError: an invalid stream, or weights other than the ones that wrote it.
-        ValueError: the weights are missing (one line).
+        ValueError: the weights are missing, or `layers` for another codec (one line).
     """
-    stream = read_stream(data)
-    if stream.header.height * stream.header.width > MAX_PIXELS:
-        raise BitstreamError(f"a {stream.header.width}x{stream.header.height} image exceeds the "
-                             f"amortized decoders' limit of {MAX_PIXELS} pixels")
-    if not stream.config or stream.config[0] > checkpoints.MAX_QUALITY:
-        raise BitstreamError(f"invalid bitstream: the {stream.entry.name} CONFIG has no valid quality")
-    model, _ = _model(stream.entry.name, quality=stream.config[0], exact=True, checkpoint=checkpoint)
+    if peek_codec(data) == CodecId.PROGRESSIVE:
+        from coolchic.amortized.layered import read
+
+        stream = read(data, layers=layers)
+        name, quality, header = "progressive", stream.quality, stream.header
+    else:
+        if layers is not None:
+            raise ValueError("only progressive streams (--codec progressive) decode a number of layers")
+        stream = read_stream(data)
+        name, quality, header = stream.entry.name, stream.quality, stream.header
+    if header.height * header.width > MAX_PIXELS:
+        raise BitstreamError(f"a {header.width}x{header.height} image exceeds the amortized "
+                             f"decoders' limit of {MAX_PIXELS} pixels")
+    model, _ = _model(name, quality=quality, checkpoint=checkpoint)
+    if name == "progressive":
+        return model.decompress(data, layers=layers)
     return model.decompress(data)
 
 
@@ -139,10 +205,14 @@ class AmortizedInfo:
     entry: registry.ModelEntry
     height: int
     width: int
+    channels: int
     quality: int
     model_crc: int
     section_bytes: dict[str, int]
     total_bytes: int
+    legacy: bool  # the first payload layout (read upgraded)
+    layer_ends: tuple[int, ...] = ()  # progressive: bytes of the prefix of the first k layers
+    layer_count: int = 0  # progressive: layers the encoder wrote
 
     @property
     def bpp(self) -> float:
@@ -150,14 +220,22 @@ class AmortizedInfo:
 
 
 def describe(data: bytes) -> AmortizedInfo:
-    """The container fields of an amortized stream, without weights or decoding.
+    """The container fields of an amortized stream (or of a progressive prefix), without
+    weights or decoding.
 
     Raises:
         BitstreamError: not a valid amortized stream.
     """
+    if peek_codec(data) == CodecId.PROGRESSIVE:
+        from coolchic.amortized.layered import read
+
+        s = read(data)
+        sizes = {"LATENTS": sum(len(layer) + 4 for layer in s.layers)}  # of the layers held
+        return AmortizedInfo(registry.get("progressive"), s.header.height, s.header.width,
+                             s.header.channels, s.quality, s.model_crc, sizes, len(data), False,
+                             s.ends, s.layer_count)
     stream = read_stream(data)
     _, sections = read_bitstream(data)
-    if not stream.config:
-        raise BitstreamError(f"invalid bitstream: the {stream.entry.name} CONFIG has no quality")
-    return AmortizedInfo(stream.entry, stream.header.height, stream.header.width, stream.config[0],
-                         stream.model_crc, {k.name: len(v) for k, v in sections.items()}, len(data))
+    return AmortizedInfo(stream.entry, stream.header.height, stream.header.width,
+                         stream.header.channels, stream.quality, stream.model_crc,
+                         {k.name: len(v) for k, v in sections.items()}, len(data), stream.legacy)

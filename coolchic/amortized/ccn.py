@@ -21,13 +21,13 @@ The paper's defining pieces:
 The network input of symbol s is 2s + 1 - L (`codes.Alphabet.centered`), in training (with
 straight-through rounding) and in coding.
 
-Stream (bitstream_spec.md §5.8, codec CCN): CONFIG = model_crc, then ``u8 quality``; LATENTS
-= one symbol stream of the (C, ceil(H/8), ceil(W/8)) code in zig-zag wave order.
+Stream (bitstream_spec.md §5.8, codec CCN): CONFIG = model_crc, ``u8 quality``, ``u8
+payload_version`` and no field of its own; LATENTS = one symbol stream of the
+(C, ceil(H/8), ceil(W/8)) code in zig-zag wave order.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,15 +47,12 @@ from coolchic.amortized.autoencoder import (
     to_uint8,
 )
 from coolchic.amortized.causal import WaveOrder
-from coolchic.amortized.codec import read_stream, write_stream
+from coolchic.amortized.codec import model_input, model_output, read_stream, write_stream
 from coolchic.amortized.codes import Alphabet, code_bits, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
 from coolchic.bitstream import BitstreamError
 from coolchic.entropy.coder import EntropyError
-
-_CONFIG = struct.Struct("<B")  # quality
-MAX_QUALITY = 100
 
 
 @dataclass(frozen=True)
@@ -142,21 +139,23 @@ class Ccn(nn.Module):
 
     def reconstruct(self, image: np.ndarray) -> np.ndarray:
         """The image `decompress(compress(image))` gives, computed on the encoder side."""
-        return self._synthesize(self.symbols(image), *np.asarray(image).shape[:2])
+        rgb, channels = model_input(image)
+        return model_output(self._synthesize(self.symbols(rgb), *rgb.shape[:2]), channels)
 
     def estimate_bits(self, image: np.ndarray) -> float:
         """Ideal code length in bits of the LATENTS section's symbols (without flush words)."""
-        return code_bits(self.integer_net(), self.alphabet(), self.symbols(image))
+        return code_bits(self.integer_net(), self.alphabet(), self.symbols(model_input(image)[0]))
 
     def compress(self, image: np.ndarray) -> bytes:
-        """uint8 (H, W, 3) image -> a complete CCN bitstream."""
-        codes = encode_codes(self.integer_net(), self.alphabet(), self.symbols(image))
-        h, w = np.asarray(image).shape[:2]
-        return write_stream(self.entry, height=h, width=w, model_crc=self.model_crc(),
-                            config=_CONFIG.pack(self.quality), codes=codes)
+        """uint8 (H, W, 3) or gray (H, W, 1) image -> a complete CCN bitstream."""
+        rgb, channels = model_input(image)
+        codes = encode_codes(self.integer_net(), self.alphabet(), self.symbols(rgb))
+        h, w = rgb.shape[:2]
+        return write_stream(self.entry, height=h, width=w, channels=channels,
+                            model_crc=self.model_crc(), quality=self.quality, codes=codes)
 
     def decompress(self, data: bytes) -> np.ndarray:
-        """A CCN bitstream of this model -> uint8 (H, W, 3).
+        """A CCN bitstream of this model -> uint8 (H, W, channels of the header).
 
         Raises:
             BitstreamError: invalid stream, another model's stream, or corrupt codes.
@@ -164,7 +163,7 @@ class Ccn(nn.Module):
         stream = read_stream(data, model_crc=self.model_crc())
         if stream.entry is not self.entry:
             raise BitstreamError(f"a {stream.entry.name} stream cannot be decoded by {self.entry.name}")
-        if len(stream.config) != _CONFIG.size or _CONFIG.unpack(stream.config)[0] > MAX_QUALITY:
+        if stream.fields:
             raise BitstreamError("invalid bitstream: bad CCN CONFIG fields")
         height, width = stream.header.height, stream.header.width
         shape = (self.config.code_channels, *code_shape(height, width))
@@ -172,7 +171,7 @@ class Ccn(nn.Module):
             symbols = decode_codes(self.integer_net(), self.alphabet(), stream.codes, shape)
         except EntropyError as error:
             raise BitstreamError(f"corrupt CCN codes: {error}") from None
-        return self._synthesize(symbols, height, width)
+        return model_output(self._synthesize(symbols, height, width), stream.header.channels)
 
 
 # The autoencoder and the CCN are trained jointly, in one stage.

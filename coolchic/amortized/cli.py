@@ -56,6 +56,17 @@ def _progress(label: str) -> Progress:
                     transient=not err.is_terminal)
 
 
+@amortized_app.command("list")
+@_clean_errors
+def list_codecs() -> None:
+    """One line per amortized image codec: its name, then the qualities of its shipped
+    operating points (what encode --quality accepts), as plain numbers."""
+    from coolchic.amortized.api import image_codecs, qualities
+
+    for name in image_codecs():
+        print(" ".join([name, *map(str, qualities(name))]))
+
+
 @amortized_app.command()
 @_clean_errors
 def progressive(

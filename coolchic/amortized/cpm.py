@@ -28,13 +28,13 @@ The context model's input of a code is round(2^INPUT_BITS * value) (value = its 
 where masked), in training (straight-through rounding) and in coding, so that the integer
 network sees exactly the inputs its float model was trained on.
 
-Stream (bitstream_spec.md §5.8, codec CPM): CONFIG = model_crc, then ``u8 quality``; LATENTS
-= one symbol stream of the (K, ceil(H/8), ceil(W/8)) code over L + 1 symbols.
+Stream (bitstream_spec.md §5.8, codec CPM): CONFIG = model_crc, ``u8 quality``, ``u8
+payload_version`` and no field of its own; LATENTS = one symbol stream of the
+(K, ceil(H/8), ceil(W/8)) code over L + 1 symbols.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,7 @@ from coolchic.amortized.autoencoder import (
     to_uint8,
 )
 from coolchic.amortized.causal import WaveOrder
-from coolchic.amortized.codec import read_stream, write_stream
+from coolchic.amortized.codec import model_input, model_output, read_stream, write_stream
 from coolchic.amortized.codes import Alphabet, code_bits, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
@@ -62,8 +62,6 @@ from coolchic.bitstream import BitstreamError
 from coolchic.entropy.coder import EntropyError
 
 INPUT_BITS = 4  # fractional bits of a code value as the context model's integer input
-_CONFIG = struct.Struct("<B")  # quality
-MAX_QUALITY = 100
 
 
 @dataclass(frozen=True)
@@ -199,24 +197,25 @@ class Cpm(nn.Module):
 
     def reconstruct(self, image: np.ndarray) -> np.ndarray:
         """The image `decompress(compress(image))` gives, computed on the encoder side."""
-        return self._synthesize(self.symbols(image), *np.asarray(image).shape[:2])
+        rgb, channels = model_input(image)
+        return model_output(self._synthesize(self.symbols(rgb), *rgb.shape[:2]), channels)
 
     def estimate_bits(self, image: np.ndarray) -> float:
         """Ideal code length in bits of the LATENTS section's symbols (without flush words)."""
         alphabet = self.alphabet()
-        return code_bits(self.integer_net(alphabet), alphabet, self.symbols(image))
+        return code_bits(self.integer_net(alphabet), alphabet, self.symbols(model_input(image)[0]))
 
     def compress(self, image: np.ndarray) -> bytes:
-        """uint8 (H, W, 3) image -> a complete CPM bitstream."""
-        symbols = self.symbols(image)
+        """uint8 (H, W, 3) or gray (H, W, 1) image -> a complete CPM bitstream."""
+        rgb, channels = model_input(image)
         alphabet = self.alphabet()
-        codes = encode_codes(self.integer_net(alphabet), alphabet, symbols)
-        h, w = np.asarray(image).shape[:2]
-        return write_stream(self.entry, height=h, width=w, model_crc=self.model_crc(),
-                            config=_CONFIG.pack(self.quality), codes=codes)
+        codes = encode_codes(self.integer_net(alphabet), alphabet, self.symbols(rgb))
+        h, w = rgb.shape[:2]
+        return write_stream(self.entry, height=h, width=w, channels=channels,
+                            model_crc=self.model_crc(), quality=self.quality, codes=codes)
 
     def decompress(self, data: bytes) -> np.ndarray:
-        """A CPM bitstream of this model -> uint8 (H, W, 3).
+        """A CPM bitstream of this model -> uint8 (H, W, channels of the header).
 
         Raises:
             BitstreamError: invalid stream, another model's stream, or corrupt codes.
@@ -224,7 +223,7 @@ class Cpm(nn.Module):
         stream = read_stream(data, model_crc=self.model_crc())
         if stream.entry is not self.entry:
             raise BitstreamError(f"a {stream.entry.name} stream cannot be decoded by {self.entry.name}")
-        if len(stream.config) != _CONFIG.size or _CONFIG.unpack(stream.config)[0] > MAX_QUALITY:
+        if stream.fields:
             raise BitstreamError("invalid bitstream: bad CPM CONFIG fields")
         height, width = stream.header.height, stream.header.width
         alphabet = self.alphabet()
@@ -233,7 +232,7 @@ class Cpm(nn.Module):
             symbols = decode_codes(self.integer_net(alphabet), alphabet, stream.codes, shape)
         except EntropyError as error:
             raise BitstreamError(f"corrupt CPM codes: {error}") from None
-        return self._synthesize(symbols, height, width)
+        return model_output(self._synthesize(symbols, height, width), stream.header.channels)
 
 
 # Mentzer et al. train the autoencoder and the context model jointly from the start.

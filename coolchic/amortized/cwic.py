@@ -21,17 +21,17 @@ The paper's defining pieces, at a size that trains on 2 CPU cores:
 Everything that decides a probability runs in exact integers (`intnet`, `probability`); the
 decoder's float convolutions run after all codes are decoded.
 
-Stream (bitstream_spec.md §5.8, codec CWIC): CONFIG = model_crc, then ``u8 quality`` (0..100,
-the nominal quality of the shipped weights; 0 when unspecified) and ``u8 use_map`` (1 when
-the importance map is coded; 0 keeps every bit); LATENTS = ``u32 n`` and the n bytes of
-the map's symbol stream (absent when use_map is 0), then the bits' symbol stream. The code
+Stream (bitstream_spec.md §5.8, codec CWIC): CONFIG = model_crc, ``u8 quality`` (0..100,
+the nominal quality of the shipped weights; 0 when unspecified), ``u8 payload_version`` and
+``u8 use_map`` (1 when the importance map is coded; 0 keeps every bit); LATENTS = the map's
+symbol stream (absent when use_map is 0), then the bits' symbol stream, each in the framing
+of `coolchic.entropy.coder` (its word count tells where the map's stream ends). The code
 has ceil(H / 8) x ceil(W / 8) positions; the image is padded by edge replication to a
 multiple of 8 and cropped back.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +49,13 @@ from coolchic.amortized.autoencoder import (
     to_uint8,
 )
 from coolchic.amortized.causal import WaveOrder
-from coolchic.amortized.codec import read_stream, write_stream
+from coolchic.amortized.codec import model_input, model_output, read_stream, write_stream
 from coolchic.amortized.codes import Alphabet, decode_codes, encode_codes
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
 from coolchic.bitstream import BitstreamError
-from coolchic.entropy.coder import EntropyError
+from coolchic.entropy.coder import EntropyError, inline_stream_end
 
-_CONFIG = struct.Struct("<BB")  # quality, use_map
-_LENGTH = struct.Struct("<I")
-MAX_QUALITY = 100
 # Loss (MSE units) per unit of kept fraction above the target: 10x what all the bits'
 # distortion gain is worth, so that the target binds (Li et al. choose their weight likewise).
 MAP_WEIGHT = 0.1
@@ -235,25 +232,27 @@ class Cwic(nn.Module):
 
     def reconstruct(self, image: np.ndarray) -> np.ndarray:
         """The image `decompress(compress(image))` gives, computed on the encoder side."""
-        bits, level = self._codes(image)
-        return self._synthesize(bits, self._kept(level), *image.shape[:2])
+        rgb, channels = model_input(image)
+        bits, level = self._codes(rgb)
+        return model_output(self._synthesize(bits, self._kept(level), *rgb.shape[:2]), channels)
 
     def compress(self, image: np.ndarray) -> bytes:
-        """uint8 (H, W, 3) image -> a complete CWIC bitstream."""
-        bits, level = self._codes(image)
+        """uint8 (H, W, 3) or gray (H, W, 1) image -> a complete CWIC bitstream."""
+        rgb, channels = model_input(image)
+        bits, level = self._codes(rgb)
         bit_net, map_net = self.integer_nets()
         kept = self._kept(level)
         payload = b""
         if self.use_map:
-            levels = encode_codes(map_net, Alphabet.centered(self.config.levels), level[None])
-            payload = _LENGTH.pack(len(levels)) + levels
+            payload = encode_codes(map_net, Alphabet.centered(self.config.levels), level[None])
         payload += encode_codes(bit_net, Alphabet.binary(), bits.astype(np.int64), coded=kept)
-        h, w = image.shape[:2]
-        return write_stream(self.entry, height=h, width=w, model_crc=self.model_crc(),
-                            config=_CONFIG.pack(self.quality, int(self.use_map)), codes=payload)
+        h, w = rgb.shape[:2]
+        return write_stream(self.entry, height=h, width=w, channels=channels,
+                            model_crc=self.model_crc(), quality=self.quality,
+                            fields=bytes((int(self.use_map),)), codes=payload)
 
     def decompress(self, data: bytes) -> np.ndarray:
-        """A CWIC bitstream of this model -> uint8 (H, W, 3).
+        """A CWIC bitstream of this model -> uint8 (H, W, channels of the header).
 
         Raises:
             BitstreamError: invalid stream, another model's stream, or corrupt codes.
@@ -261,25 +260,19 @@ class Cwic(nn.Module):
         stream = read_stream(data, model_crc=self.model_crc())
         if stream.entry is not self.entry:
             raise BitstreamError(f"a {stream.entry.name} stream cannot be decoded by {self.entry.name}")
-        if len(stream.config) != _CONFIG.size:
-            raise BitstreamError("invalid bitstream: the CWIC CONFIG fields have the wrong size")
-        quality, use_map = _CONFIG.unpack(stream.config)
-        if quality > MAX_QUALITY or use_map > 1:
-            raise BitstreamError(f"invalid bitstream: quality {quality}, use_map {use_map}")
+        if len(stream.fields) != 1 or stream.fields[0] > 1:
+            raise BitstreamError("invalid bitstream: bad CWIC CONFIG fields")
+        use_map = stream.fields[0]
         height, width = stream.header.height, stream.header.width
         shape = code_shape(height, width)
         bit_net, map_net = self.integer_nets()
         payload = stream.codes
         try:
             if use_map:
-                if len(payload) < _LENGTH.size:
-                    raise EntropyError("the importance map's length is missing")
-                (n,) = _LENGTH.unpack_from(payload)
-                if n > len(payload) - _LENGTH.size:
-                    raise EntropyError("the importance map's stream is truncated")
-                level = decode_codes(map_net, Alphabet.centered(self.config.levels),
-                                     payload[_LENGTH.size : _LENGTH.size + n], (1, *shape))[0]
-                payload = payload[_LENGTH.size + n :]
+                end = inline_stream_end(payload)
+                level = decode_codes(map_net, Alphabet.centered(self.config.levels), payload[:end],
+                                     (1, *shape))[0]
+                payload = payload[end:]
             else:
                 level = np.full(shape, self.config.levels - 1, dtype=np.int64)
             kept = self._kept(level)
@@ -287,7 +280,8 @@ class Cwic(nn.Module):
                                 (self.config.code_channels, *shape), coded=kept)
         except EntropyError as error:
             raise BitstreamError(f"corrupt CWIC codes: {error}") from None
-        return self._synthesize(np.maximum(bits, 0), kept, height, width)
+        rgb = self._synthesize(np.maximum(bits, 0), kept, height, width)
+        return model_output(rgb, stream.header.channels)
 
 
 # Training stages of Li et al.: first without, then with the importance map, whose rate loss

@@ -23,9 +23,11 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import numpy as np
 
-PROB_BITS = 24  # constriction's precision: every PMF sums to 2^PROB_BITS
+from coolchic.entropy.coder import MAX_PMF_ALPHABET
+from coolchic.entropy.tables import PROB_BITS  # the entropy coder's precision: PMFs sum to 2^24
+
 LOGIT_FRAC = 4  # fractional bits of an integer logit: step 1/16 nat
-MAX_ALPHABET = 1 << 12  # largest alphabet of one PMF row
+MAX_ALPHABET = MAX_PMF_ALPHABET  # largest alphabet of one PMF row: what the coder takes
 _CTX = Context(prec=40, rounding=ROUND_HALF_EVEN, Emin=-999_999, Emax=999_999)
 
 

@@ -22,12 +22,16 @@ samples and reports bits per bit against that bound. `progressive_cwic` applies 
 binary codes of system (a). A fitted coder is a `ProgressiveModel`; `build` makes one from a
 config dict, so `checkpoints.load` reads its ``model.pt`` and shipped ``progressive-q*.pt``.
 
-Standalone stream of (d) (`compress`): ``u16 height, u16 width, u8 layer_depth,
-u8 layer_count, u8 coded_layer_count`` (little-endian), then a `pmfcoder` symbol stream.
+Each layer is coded in its own symbol stream (`encode_layers`, `coolchic.entropy.coder`'s
+container), so that the first k streams decode alone (`decode_layers`): the embedded
+progressive image codec (`layered`) is built on this. Standalone stream of (d)
+(`compress`): ``u16 height, u16 width, u8 layer_depth, u8 layer_count, u8
+coded_layer_count`` (little-endian), then the coded layers' streams one after another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -40,10 +44,10 @@ from torch import nn
 
 from coolchic.amortized.autoencoder import config_from
 from coolchic.amortized.causal import Wavefront, WaveOrder
-from coolchic.amortized.codes import Alphabet, code_bits, decode_codes, encode_codes
+from coolchic.amortized.codes import Alphabet, code_bits, decode_parts, encode_parts
 from coolchic.amortized.intnet import IntegerContextNet, quantize_layers
 from coolchic.amortized.masked import ContextConfig, ContextModel
-from coolchic.entropy.coder import EntropyError
+from coolchic.entropy.coder import EntropyError, inline_stream_end
 
 _HEADER = struct.Struct("<HHBBB")
 MAX_SIDE = 65535  # rows or columns of a code
@@ -244,8 +248,7 @@ def integer_net(model) -> IntegerContextNet:
     return IntegerContextNet(model.order, quantize_layers(*model.export()), input_max=1)
 
 
-def compress(net: IntegerContextNet, config: ProgressiveConfig, codes: np.ndarray) -> bytes:
-    """Code the first coded_layer_count layers of a uint8 (C, H, W) bit code."""
+def _checked_codes(config: ProgressiveConfig, codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.ndim != 3 or codes.shape[0] != config.channels:
         raise ValueError(f"codes must be ({config.channels}, H, W), got {codes.shape}")
@@ -254,11 +257,58 @@ def compress(net: IntegerContextNet, config: ProgressiveConfig, codes: np.ndarra
     _, h, w = codes.shape
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise ValueError(f"codes must have 1..{MAX_SIDE} rows and columns")
-    coded = config.coded_mask(h, w)
+    return codes
+
+
+def encode_layers(net: IntegerContextNet, config: ProgressiveConfig, codes: np.ndarray, *,
+                  layers: int | None = None) -> list[bytes]:
+    """One independent symbol stream per layer of a uint8 (C, H, W) bit code, for its first
+    `layers` layers (default: coded_layer_count, else all).
+
+    Layer l's stream holds its bits in wavefront order, coded with probabilities that read
+    layers <= l only (`WaveOrder.progressive`), so the first k streams decode alone
+    (`decode_layers`) and the stream of a layer is the same whatever follows it.
+    """
+    codes = _checked_codes(config, codes)
+    count = layers or config.coded_layer_count or config.layer_count
+    if not 1 <= count <= config.layer_count:
+        raise ValueError(f"layers must lie in 1..{config.layer_count}, got {count}")
+    coded = dataclasses.replace(config, coded_layer_count=count).coded_mask(*codes.shape[1:])
+    streams = encode_parts(net, Alphabet.binary(), codes.astype(np.int64), parts=layer_parts(config),
+                           coded=coded, evaluated=coded)
+    return streams[:count]
+
+
+def decode_layers(net: IntegerContextNet, config: ProgressiveConfig, streams: Sequence[bytes],
+                  height: int, width: int) -> np.ndarray:
+    """Inverse of `encode_layers` from the streams of the first k layers: uint8 (C, height,
+    width), zero in the layers after k.
+
+    Raises:
+        EntropyError: a corrupt stream.
+    """
+    count = len(streams)
+    if not 1 <= count <= config.layer_count:
+        raise ValueError(f"give the streams of 1..{config.layer_count} layers, got {count}")
+    coded = dataclasses.replace(config, coded_layer_count=count).coded_mask(height, width)
+    out = decode_parts(net, Alphabet.binary(), streams, coded.shape, parts=layer_parts(config),
+                       coded=coded, evaluated=coded)
+    return np.maximum(out, 0).astype(np.uint8)
+
+
+def layer_parts(config: ProgressiveConfig) -> np.ndarray:
+    """int64 (C,): the layer of every code channel (the stream it is coded in)."""
+    return np.arange(config.channels, dtype=np.int64) // config.layer_depth
+
+
+def compress(net: IntegerContextNet, config: ProgressiveConfig, codes: np.ndarray) -> bytes:
+    """Code the first coded_layer_count layers of a uint8 (C, H, W) bit code: the header,
+    then `encode_layers`' streams one after another."""
+    codes = _checked_codes(config, codes)
+    _, h, w = codes.shape
     header = _HEADER.pack(h, w, config.layer_depth, config.layer_count,
                           config.coded_layer_count or config.layer_count)
-    return header + encode_codes(net, Alphabet.binary(), codes.astype(np.int64), coded=coded,
-                                 evaluated=coded)
+    return header + b"".join(encode_layers(net, config, codes))
 
 
 def decompress(net: IntegerContextNet, config: ProgressiveConfig, data: bytes) -> np.ndarray:
@@ -275,10 +325,14 @@ def decompress(net: IntegerContextNet, config: ProgressiveConfig, data: bytes) -
         raise EntropyError(f"Progressive code data is for layers {depth}x{count} (coded "
                            f"{coded_count}) of {h}x{w}; this coder has {expected[0]}x{expected[1]} "
                            f"(coded {expected[2]}).")
-    coded = config.coded_mask(h, w)
-    out = decode_codes(net, Alphabet.binary(), data[_HEADER.size:], coded.shape, coded=coded,
-                       evaluated=coded)
-    return np.maximum(out, 0).astype(np.uint8)
+    streams, offset = [], _HEADER.size
+    for _ in range(coded_count):
+        end = inline_stream_end(data, offset)
+        streams.append(data[offset:end])
+        offset = end
+    if offset != len(data):
+        raise EntropyError(f"Progressive code data has {len(data) - offset} bytes after its layers.")
+    return decode_layers(net, config, streams, h, w)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 An image codec's id is its `coolchic.bitstream.CodecId`, written in the container header;
 `coolchic decode` finds the model from it. The progressive entropy coder (d) codes binary
-codes, not images, so it has no codec id of its own: it is used through `progressive`.
-Everything else about a model (its module, its default configuration, its checkpoint) is
-derived from its entry here.
+codes; with the codes of the cwic model it was fitted on it is the PROGRESSIVE image codec
+(`layered`), whose id it carries. Everything else about a model (its module, its default
+configuration, its checkpoint) is derived from its entry here.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ MODELS: tuple[ModelEntry, ...] = (
                "Image Compression", "Li, Ma, You, Zhang, Zuo, IEEE TIP 2020", "ccn"),
     ModelEntry("cpm", CodecId.CPM, "Conditional Probability Models for Deep Image Compression",
                "Mentzer, Agustsson, Tschannen, Timofte, Van Gool, CVPR 2018", "cpm"),
-    ModelEntry("progressive", None,
+    ModelEntry("progressive", CodecId.PROGRESSIVE,
                "Improved Lossy Image Compression with Priming and Spatially Adaptive Bit "
                "Rates for Recurrent Networks (its entropy coder for binary codes)",
                "Johnston et al., arXiv 1703.10114 (CVPR 2018)", "progressive"),

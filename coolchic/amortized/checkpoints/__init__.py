@@ -3,9 +3,11 @@
 A shipped checkpoint is ``<model>-q<quality>.pt`` in this folder (package data): the
 weights of `coolchic amortized train`'s ``model.pt`` for model `<model>` of the registry
 (for the progressive coder (d): of `coolchic amortized progressive-fit`'s), at nominal
-quality 0..100. The quality is written in every stream the weights encode, and
-`coolchic decode` uses it to find the same weights again (their CRC, also in the stream,
-is checked). Torch is imported only when weights are loaded.
+quality 0..100. The shipped qualities of a model are its operating points: `--quality`
+picks one of them exactly (`coolchic amortized list` prints them). The quality is written
+in every stream the weights encode, and `coolchic decode` uses it to find the same weights
+again (their CRC, also in the stream, is checked). Torch is imported only when weights are
+loaded.
 """
 
 from __future__ import annotations
@@ -34,31 +36,36 @@ def shipped(name: str, *, folder: Path | None = None) -> dict[int, Path]:
     return found
 
 
-def _missing(name: str, what: str) -> ValueError:
+def qualities(name: str, *, folder: Path | None = None) -> tuple[int, ...]:
+    """The qualities of model `name`'s shipped checkpoints (its operating points), ascending."""
+    return tuple(sorted(shipped(name, folder=folder)))
+
+
+def _train_hint(name: str) -> str:
     command = "progressive-fit --data DIR" if name == "progressive" else f"train {name}"
-    return ValueError(f"no shipped {name} checkpoint {what} in {FOLDER}; train one with "
-                      f"'coolchic amortized {command}' and pass --checkpoint PATH/model.pt")
+    return f"train one with 'coolchic amortized {command}' and pass --checkpoint PATH/model.pt"
 
 
-def shipped_path(name: str, *, quality: float | None = None, exact: bool = False,
-                 folder: Path | None = None) -> Path:
-    """The shipped checkpoint of `name` whose quality is nearest `quality` (exactly it when
-    `exact`; DEFAULT_QUALITY when None; ties go to the lower quality).
+def shipped_path(name: str, *, quality: float | None = None, folder: Path | None = None) -> Path:
+    """The shipped checkpoint of `name` of exactly `quality`, or when None the default one:
+    the shipped quality nearest DEFAULT_QUALITY (ties go to the lower quality).
 
     Raises:
-        ValueError: quality outside 0..100, or no such checkpoint (one line).
+        ValueError: quality outside 0..100, or no such checkpoint; the message names the
+            qualities that are shipped (one line).
     """
     if quality is not None and not 0 <= quality <= MAX_QUALITY:
-        raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality}")
+        raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality:g}")
     files = shipped(name, folder=folder)
-    target = DEFAULT_QUALITY if quality is None else quality
-    if exact:
-        if target not in files:
-            raise _missing(name, f"of quality {target:g}")
-        return files[int(target)]
-    if not files:
-        raise _missing(name, "(none)")
-    return files[min(files, key=lambda q: (abs(q - target), q))]
+    if quality is None:
+        if not files:
+            raise ValueError(f"no shipped {name} checkpoint in {FOLDER}; {_train_hint(name)}")
+        return files[min(files, key=lambda q: (abs(q - DEFAULT_QUALITY), q))]
+    if quality != int(quality) or int(quality) not in files:
+        have = ", ".join(map(str, sorted(files)))
+        raise ValueError(f"no shipped {name} checkpoint of quality {quality:g}; "
+                         + (f"{name} ships qualities {have}" if files else _train_hint(name)))
+    return files[int(quality)]
 
 
 def load(path: str | os.PathLike, *, name: str | None = None):
@@ -96,14 +103,26 @@ def load(path: str | os.PathLike, *, name: str | None = None):
     return model
 
 
-def load_shipped(name: str, *, quality: float | None = None, exact: bool = False,
-                 folder: Path | None = None):
-    """The model of `shipped_path(name, quality=..., exact=...)`, its quality set from the
-    file name."""
-    path = shipped_path(name, quality=quality, exact=exact, folder=folder)
+def load_shipped(name: str, *, quality: float | None = None, folder: Path | None = None):
+    """The model of `shipped_path(name, quality=...)`, its quality set from the file name."""
+    path = shipped_path(name, quality=quality, folder=folder)
     model = load(path, name=name)
     model.quality = int(_NAME.match(path.name)["quality"])
     return model
+
+
+def load_shipped_by_crc(name: str, crc: int, *, folder: Path | None = None):
+    """The shipped model of `name` whose `model_crc()` is `crc` (e.g. the cwic model whose
+    codes a progressive coder was fitted on).
+
+    Raises:
+        ValueError: no shipped checkpoint of `name` has those weights.
+    """
+    for quality in qualities(name, folder=folder):
+        model = load_shipped(name, quality=quality, folder=folder)
+        if model.model_crc() == crc:
+            return model
+    raise ValueError(f"no shipped {name} checkpoint has the weights of CRC {crc:08x}")
 
 
 def ship(source: str | os.PathLike, *, quality: int, folder: Path | None = None) -> Path:
