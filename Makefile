@@ -32,7 +32,7 @@ test: install lint  ## lint, then the whole test suite (a few minutes on 2 cores
 	$(VENV)/bin/pytest -q
 
 demo: install  ## encode then decode the sample crop (about a minute on 2 cores)
-	$(VENV)/bin/coolchic encode samples/kodim23_crop256.png --lmbda $(LMBDA) --preset quick -o /tmp/coolchic-demo.bin
+	$(VENV)/bin/coolchic encode samples/kodim23_crop256.png --lmbda $(LMBDA) --preset fast -o /tmp/coolchic-demo.bin
 	$(VENV)/bin/coolchic decode /tmp/coolchic-demo.bin -o /tmp/coolchic-demo.png
 	$(VENV)/bin/coolchic info /tmp/coolchic-demo.bin
 

@@ -41,8 +41,8 @@ def time_training(height: int, width: int, device: str, iterations: int) -> floa
 
     image = torch.rand(1, 3, height, width)
     config = effective_config(get_arch("default"), height, width)
-    preset = get_preset("quick").scaled_to(iterations)
-    overfit(image, config, get_preset("quick").scaled_to(20), 1e-3, seed=0, device=device)  # warm-up
+    preset = get_preset("medium").scaled_to(iterations)
+    overfit(image, config, get_preset("medium").scaled_to(20), 1e-3, seed=0, device=device)  # warm-up
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()

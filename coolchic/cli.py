@@ -71,7 +71,7 @@ def encode(
         help="Search lambda for at least this PSNR in dB (several encodes).")] = None,
     max_encodes: Annotated[int, typer.Option(help="Encodes allowed to a --target-* search.")] = 4,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Bitstream path [IMAGE.bin].")] = None,
-    preset: Annotated[str, typer.Option(help="Training recipe: quick, fast, medium, slow.")] = "fast",
+    preset: Annotated[str, typer.Option(help="Training recipe (by cost): fast, medium, slow.")] = "fast",
     iterations: Annotated[int | None, typer.Option(help="Override the preset's iterations.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -265,12 +265,12 @@ def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")])
 @clean_errors
 def upgrade(
     bitstream: Annotated[Path, typer.Argument(
-        help="Format 2.0 or 3.0 bitstream (written by coolchic 0.2 or 0.3).")],
+        help="Bitstream of an older format (2.0, 3.0 or 4.0; written by coolchic 0.2 to 0.4).")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Where to write the current-format file [BITSTREAM-v5.bin].")] = None,
 ) -> None:
-    """Rewrite a format 2.0 or 3.0 bitstream in the current format, losslessly (same decoded
-    image, fewer bytes); no image or training needed."""
+    """Rewrite a bitstream of an older format (2.0, 3.0 or 4.0) in the current format,
+    losslessly (same decoded image, no more bytes); no image or training needed."""
     from coolchic.bitstream import FORMAT_MAJOR
     from coolchic.io import atomic_write_bytes
     from coolchic.legacy import upgrade as upgrade_bitstream

@@ -110,7 +110,7 @@ RACE_ARCH = "race"  # train each of `race_candidates` briefly, encode with the b
 # (0.137 bpp). mid (default without the ARM's second hidden layer, 156 fewer weights) at
 # 4e-3 on all 24 crops of the quick protocol: 0.3679 bpp / 29.30 dB against default's
 # 0.3701 / 29.54, i.e. the curve's BD-rate against HEVC 4:4:4 from +10.70% to +12.76%
-# (results/kodak-quick-quant/run.py --arch mid --lambdas 4e-3); so auto never picks mid.
+# (experiments/kodak-quick-quant/run.py --arch mid --lambdas 4e-3); so auto never picks mid.
 # lite-noconv (lite without its residual convolution: 84 fewer weights, 272 MAC/pixel)
 # beat lite on the 24 crops of the quick protocol (means), in rate and PSNR: at 2e-2 0.1275 bpp /
 # 25.60 dB against 0.1297 / 25.48 (RD cost -2.6%, better on 21 crops of 24; the curve's

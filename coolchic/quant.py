@@ -112,7 +112,7 @@ def _step_search(cost: Callable[[int], float], start: int) -> int:
 
     The cost is not unimodal: rounding the few biases of a layer one step finer can cost
     more error than two steps finer. On 12 quick-preset models (kodim03, 05, 09, 19, 21, 23
-    at lambda 2e-2 and 4e-3; results/kodak-quick-v3/step_search.py), stopping at the first
+    at lambda 2e-2 and 4e-3; experiments/kodak-quick-v3/step_search.py), stopping at the first
     rise (the previous search) gave a true RD cost 0.18 % higher on average than this, which
     takes 0.8 s (26 %) longer; trying every step was 0.02 % better than this, for 84 % more.
     """

@@ -276,11 +276,11 @@ def test_a_recipe_and_a_decoder_of_ones_own_encode_like_their_named_equals():
     from coolchic.presets import get_preset
 
     image = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
-    named = encode(image, lmbda=1e-3, preset="quick", iterations=6, arch="default")
-    own = encode(image, lmbda=1e-3, preset=get_preset("quick").scaled_to(6), arch=ARCHS["default"])
+    named = encode(image, lmbda=1e-3, preset="medium", iterations=6, arch="default")
+    own = encode(image, lmbda=1e-3, preset=get_preset("medium").scaled_to(6), arch=ARCHS["default"])
     assert own.data == named.data and own.report.arch == "custom"
     custom = DecoderConfig(arm=ArmConfig(context=4, hidden=(5,)))
-    lr_changed = replace(get_preset("quick"), name="mine").scaled_to(6)
+    lr_changed = replace(get_preset("medium"), name="mine").scaled_to(6)
     result = encode(image, lmbda=1e-3, preset=lr_changed, arch=custom)
     assert result.report.preset == "mine" and result.report.iterations == 6
     assert describe(result.data).config.arm == custom.arm

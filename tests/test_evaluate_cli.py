@@ -89,7 +89,7 @@ def test_reproduce_runs_standalone_as_a_module():
 
 
 def test_the_quick_protocol_crops_and_paper_protocol_uses_whole_images():
-    assert protocol_for("quick").crop == 256 and protocol_for("quick").preset == "quick"
+    assert protocol_for("quick").crop == 256 and protocol_for("quick").preset == "medium"
     assert protocol_for("paper").crop is None
     assert protocol_for("medium").preset == "medium"
 

@@ -92,7 +92,7 @@ def test_an_encode_is_the_same_on_one_and_on_two_training_threads():
     _native_or_skip()
     torch.manual_seed(3)
     image = torch.rand(1, 3, 40, 52)
-    preset = get_preset("quick").scaled_to(12)
+    preset = get_preset("medium").scaled_to(12)
     before = torch.get_num_threads()
     models = [overfit(image, get_arch("default"), preset, 1e-3, threads=n) for n in (1, 2)]
     assert torch.get_num_threads() == before  # torch's own setting restored

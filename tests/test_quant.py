@@ -136,7 +136,7 @@ def test_greedy_weight_refinement_never_raises_the_true_cost():
 
     x = _tiny_image()
     image = np.round(x[0].permute(1, 2, 0).numpy() * 255).astype(np.int64)
-    model = overfit(x, get_arch("lite"), get_preset("quick").scaled_to(30), 1e-3, compile="off")
+    model = overfit(x, get_arch("lite"), get_preset("medium").scaled_to(30), 1e-3, compile="off")
 
     def total_cost(q, search):
         d = search.distortion(q.weights.mlp, q.weights.residual)
@@ -168,7 +168,7 @@ def test_per_layer_steps_never_raise_the_true_cost():
 
     x = _tiny_image()
     image = np.round(x[0].permute(1, 2, 0).numpy() * 255).astype(np.int64)
-    model = overfit(x, get_arch("default"), get_preset("quick").scaled_to(40), 1e-3, compile="off")
+    model = overfit(x, get_arch("default"), get_preset("medium").scaled_to(40), 1e-3, compile="off")
     search = _Search(model, image, 8, 1e-3)
     for name in ("arm", "mlp", "residual"):
         search.chosen[name] = search.group_steps(name)

@@ -109,7 +109,7 @@ def _signed(value: float, unit: str) -> str:
 _Dir = Annotated[Path, typer.Argument(help="Folder of source images (PNG, PPM, ...).")]
 _Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder; an existing one resumes.")]
 _Lambdas = Annotated[str, typer.Option("--lmbda", "-l", help="Comma-separated RD lambdas.")]
-_Preset = Annotated[str, typer.Option(help="Training preset: quick, fast, medium, slow.")]
+_Preset = Annotated[str, typer.Option(help="Training preset, in order of cost: fast, medium, slow.")]
 _Crop = Annotated[int | None, typer.Option(help="Centre-crop every image to N x N pixels.")]
 _Images = Annotated[str | None, typer.Option(help="Comma-separated image names (kodim01,...).")]
 _Baselines = Annotated[str, typer.Option(

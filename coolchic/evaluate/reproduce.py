@@ -10,9 +10,9 @@ copy a finished run to ``results/<name>/`` to publish it.
 Protocols (``PRESET=...``):
 
 - ``quick`` (default): 256x256 centre crops of the 24 Kodak images, training preset
-  ``quick``. A CPU protocol meant to finish within 60 minutes on 2 cores (38 min 41 s on
-  the 2-core Intel Xeon VM, results/kodak-quick-7000/; about 90 min on the slower AMD
-  EPYC VM). The centres of
+  ``medium`` (called ``quick`` up to coolchic 0.4). A CPU protocol meant to finish within
+  60 minutes on 2 cores (38 min 41 s on the 2-core Intel Xeon VM,
+  results/kodak-quick-7000/; about 90 min on the slower AMD EPYC VM). The centres of
   Kodak images hold more detail than their borders: the classical codecs need about 40 %
   more bits on these crops than on whole images at equal PSNR (BD-rate, measured for
   HEVC, AVIF, WebP and JPEG), so its numbers are not the paper's. It checks the pipeline
@@ -86,8 +86,8 @@ PAPER_GRADE = Path("results") / "paper-grade"
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol("quick", "quick", 256,
-                 "256x256 centre crops of the 24 Kodak images, preset quick (CPU, <= 60 min)"),
+        Protocol("quick", "medium", 256,
+                 "256x256 centre crops of the 24 Kodak images, preset medium (CPU, <= 60 min)"),
         Protocol("paper", "slow", None, "the 24 whole Kodak images, preset slow (GPU)"),
         Protocol("paper-grade", "slow", None,
                  "8 whole Kodak images at 4 lambdas, preset slow, against HEVC and AVIF 4:4:4",
