@@ -16,6 +16,7 @@ from coolchic.amortized import progressive_cwic as pc
 from coolchic.amortized.progressive import build_model, encode_layers, integer_net
 from coolchic.bitstream import BitstreamError, CodecId, read_bitstream
 from coolchic.cli import app
+from coolchic.decode import decode as decode_file
 from tests.conftest import synthetic_image
 
 TINY = {"code_channels": 8, "levels": 4, "features": 8, "context_hidden": (2,), "map_hidden": (2,)}
@@ -133,6 +134,8 @@ def test_the_whole_stream_is_a_valid_container_and_names_its_codec(codec, stream
     assert header.codec_id == CodecId.PROGRESSIVE and (header.height, header.width) == (24, 40)
     assert api.peek_codec(stream) == CodecId.PROGRESSIVE == api.peek_codec(stream[:30])
     assert api.peek_codec(b"CCHC") is None and api.peek_codec(b"nope" * 4) is None
+    with pytest.raises(BitstreamError, match="truncated"):  # whole files only: no image from a cut
+        decode_file(stream[: layered.read(stream).ends[1]])
     info = api.describe(stream[: layered.read(stream).ends[1]])
     assert info.entry.name == "progressive" and info.layer_count == 4 and len(info.layer_ends) == 2
     assert info.quality == 30 and info.channels == 3
