@@ -283,6 +283,10 @@ def _encode_png16(array: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
+# extensions whose Pillow writer `Image.preinit` loads, with Pillow's format name for each
+QUICK_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".bmp": "BMP"}
+
+
 def write_image(path: str | os.PathLike, array: np.ndarray, bit_depth: int) -> None:
     """Write an (H, W), (H, W, 1) or (H, W, 3) integer image atomically.
 
@@ -309,7 +313,11 @@ def write_image(path: str | os.PathLike, array: np.ndarray, bit_depth: int) -> N
     path = os.fspath(path)
     _check_directory(path)
     ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext)
+    fmt = QUICK_FORMATS.get(ext)
+    if fmt is not None:
+        Image.preinit()  # these writers only: Image.init imports every plugin (0.1 s)
+    else:
+        fmt = Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
         raise ImageError(f"cannot choose an image format for the extension {ext!r}: {path}")
     channels = array.shape[2]

@@ -340,3 +340,26 @@ def test_float_to_image_rounds_and_clips_and_refuses_nan():
     assert float_to_image(np.array([1.5 / 255]), 8).tolist() == [2]
     with pytest.raises(ValueError, match="NaN"):
         float_to_image(np.array([np.nan]), 8)
+
+
+def test_the_quick_writer_formats_are_pillows_own_names_for_their_extensions():
+    from PIL import Image
+
+    from coolchic.io import QUICK_FORMATS
+
+    Image.init()
+    assert all(Image.registered_extensions()[ext] == fmt for ext, fmt in QUICK_FORMATS.items())
+    Image.preinit()
+    assert all(fmt in Image.SAVE for fmt in QUICK_FORMATS.values())
+
+
+def test_writing_a_png_does_not_import_every_pillow_plugin(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys, numpy as np; from coolchic.io import write_image; "
+              f"write_image({str(tmp_path / 'a.png')!r}, np.zeros((4, 5, 3), np.uint8), 8); "
+              "print('PIL.AvifImagePlugin' in sys.modules, 'PIL.TiffImagePlugin' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    assert (tmp_path / "a.png").stat().st_size > 0

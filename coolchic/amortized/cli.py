@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 amortized_app = typer.Typer(
@@ -48,7 +47,10 @@ def _clean_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _progress(label: str) -> Progress:
+def _progress(label: str):
+    """A rich progress bar on stderr (rich.progress is imported here: start-up time)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     err = Console(stderr=True)
     return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[stats]}"),
