@@ -37,7 +37,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _lr_factor(phase: Phase, step: int) -> float:
+def lr_factor(phase: Phase, step: int) -> float:
+    """The factor of the phase's learning rates at its `step`-th optimizer step (0-based)."""
     if phase.schedule == "constant":
         return 1.0
     if phase.schedule == "cosine":
@@ -45,14 +46,20 @@ def _lr_factor(phase: Phase, step: int) -> float:
     raise ValueError(f"unknown schedule {phase.schedule!r}; choose cosine or constant")
 
 
-def _phase_quantizer(phase: Phase, step: int):
-    """The phase's quantizer at `step`, its softround temperature and noise shape
-    interpolated linearly from their start to their end values over the phase."""
-    if phase.quantizer != "softround":
-        return make_quantizer(phase.quantizer)
+def softround_settings(phase: Phase, step: int) -> tuple[float, float]:
+    """(temperature, Kumaraswamy noise shape a) of a softround phase at `step`, each
+    interpolated linearly from its start to its end value over the phase."""
     t = step / max(1, phase.iterations - 1)
     (t0, t1), (a0, a1) = phase.temperature, phase.noise_shape
-    return make_quantizer("softround", temperature=t0 + (t1 - t0) * t, noise_shape=a0 + (a1 - a0) * t)
+    return t0 + (t1 - t0) * t, a0 + (a1 - a0) * t
+
+
+def _phase_quantizer(phase: Phase, step: int):
+    """The phase's quantizer at `step` (softround: with `softround_settings`)."""
+    if phase.quantizer != "softround":
+        return make_quantizer(phase.quantizer)
+    temperature, shape = softround_settings(phase, step)
+    return make_quantizer("softround", temperature=temperature, noise_shape=shape)
 
 
 def rd_loss(
@@ -221,7 +228,7 @@ def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...]) -> CoolChic:
         networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
         latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
         optimizer = adam([{"params": latents, "lr": latent_lr}, {"params": networks, "lr": phase.lr}])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: _lr_factor(p, s))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: lr_factor(p, s))
         for step in range(phase.iterations):
             quantize = _phase_quantizer(phase, step)
             loss, mse, bpp = _rd_terms(model, run.image, run.lmbda, quantize, run.kernels)
