@@ -28,8 +28,30 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def _show_version(value: bool) -> None:
+    if value:
+        from coolchic import __version__
+        from coolchic.bitstream import FORMAT_MAJOR, FORMAT_MINOR
+
+        console.print(f"coolchic {__version__} (writes bitstream format {FORMAT_MAJOR}.{FORMAT_MINOR})",
+                      highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Overfitted neural image compression (COOL-CHIC) with a bit-exact integer decoder."""
+
+
+def error_line(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    error_line(message)
     raise typer.Exit(2)
 
 
@@ -50,10 +72,19 @@ def clean_errors(fn: Callable) -> Callable:
 
 
 def _check_output(path: Path) -> None:
+    """Refuse an output that cannot be written before any work is done (an encode would
+    otherwise fail after training)."""
+    import tempfile
+
     if not path.parent.exists():
         fail(f"output directory does not exist: {path.parent}")
     if path.is_dir():
         fail(f"output path is a directory: {path}")
+    try:  # what the atomic writer will do: a temporary file beside the target
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".coolchic-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        fail(f"cannot write to {path.parent}: {exc.strerror or exc}")
 
 
 @app.command()
@@ -197,28 +228,62 @@ def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float |
 @app.command()
 @clean_errors
 def decode(
-    bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream to decode.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Image path [BITSTREAM.png].")] = None,
+    bitstreams: Annotated[list[Path], typer.Argument(
+        help="Bitstream(s) to decode (any codec: the header names it).", show_default=False)],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Image path [BITSTREAM.png]; with several bitstreams, an existing "
+        "folder that receives NAME.png for each.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (bit-identical output).")] = "cpu",
     checkpoint: Annotated[Path | None, typer.Option(
         help="Amortized streams: the weights to decode with instead of the shipped ones.")] = None,
     layers: Annotated[int | None, typer.Option(
         help="Progressive streams: decode the first K layers [all the file holds].")] = None,
 ) -> None:
-    """Decode BITSTREAM to an image (any codec: the header names it)."""
+    """Decode each BITSTREAM to an image.
+
+    With several, a file that fails is reported in one line and the others are still
+    decoded; the exit status is then 2."""
+    if layers is not None and layers < 1:
+        fail("--layers must be >= 1")
+    if len(bitstreams) == 1:
+        output = output or bitstreams[0].with_suffix(".png")
+        _check_output(output)
+        _decode_one(bitstreams[0], output, device=device, checkpoint=checkpoint, layers=layers)
+        return
+    if output is not None and not output.is_dir():
+        fail(f"with several bitstreams, --output must be an existing folder: {output}")
+    outputs = [(output / b.name).with_suffix(".png") if output else b.with_suffix(".png")
+               for b in bitstreams]
+    if len(set(outputs)) < len(outputs):
+        fail("two bitstreams would decode to the same image path; decode them separately")
+    failed = 0
+    for bitstream, image_path in zip(bitstreams, outputs):
+        try:
+            _check_output(image_path)
+            _decode_one(bitstream, image_path, device=device, checkpoint=checkpoint, layers=layers)
+        except typer.Exit:  # its line is printed
+            failed += 1
+        except (ValueError, OSError, MemoryError) as exc:  # BitstreamError, ImageError too
+            error_line(f"{bitstream}: {exc or exc.__class__.__name__}")
+            failed += 1
+    if failed:
+        err_console.print(f"{failed} of {len(bitstreams)} bitstreams not decoded", highlight=False)
+        raise typer.Exit(2)
+
+
+def _decode_one(bitstream: Path, output: Path, *, device: str, checkpoint: Path | None,
+                layers: int | None) -> None:
+    """`decode` of one file: one library call, one summary line."""
     from coolchic.amortized.api import decode as decode_amortized
     from coolchic.amortized.api import peek_codec
     from coolchic.bitstream import CodecId
     from coolchic.decode import decode as decode_bitstream
     from coolchic.io import write_image
 
-    output = output or bitstream.with_suffix(".png")
-    _check_output(output)
     progressive = peek_codec(bitstream) == CodecId.PROGRESSIVE  # may be a cut stream
     if layers is not None and not progressive and bitstream.is_file():
-        fail("--layers applies to progressive streams only (coolchic encode --codec progressive)")
-    if layers is not None and layers < 1:
-        fail("--layers must be >= 1")
+        fail(f"{bitstream}: --layers applies to progressive streams only "
+             "(coolchic encode --codec progressive)")
     start = time.perf_counter()
     if progressive:
         image = decode_amortized(bitstream.read_bytes(), checkpoint=checkpoint, layers=layers)
@@ -269,8 +334,9 @@ def upgrade(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Where to write the current-format file [BITSTREAM-v5.bin].")] = None,
 ) -> None:
-    """Rewrite a bitstream of an older format (2.0, 3.0 or 4.0) in the current format,
-    losslessly (same decoded image, no more bytes); no image or training needed."""
+    """Rewrite an older bitstream (format 2.0 to 4.0) in the current format.
+
+    Lossless: the same decoded image, no more bytes; no image or training needed."""
     from coolchic.bitstream import FORMAT_MAJOR
     from coolchic.io import atomic_write_bytes
     from coolchic.legacy import upgrade as upgrade_bitstream

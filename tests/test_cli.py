@@ -104,3 +104,41 @@ def test_encode_passes_threads_and_compile_and_refuses_bad_values(files):
         result = runner.invoke(app, ["encode", str(files / "img.png"), "-o", str(out),
                                      "--iterations", "3", *args])
         _assert_clean_failure(result, out)
+
+
+def test_version_names_the_package_and_the_format_it_writes():
+    from coolchic import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert f"coolchic {__version__}" in result.output and "format 5." in result.output
+
+
+def test_several_bitstreams_decode_each_and_a_bad_one_is_reported_without_stopping_the_others(tmp_path):
+    from pathlib import Path
+
+    sample = (Path(__file__).resolve().parents[1] / "samples" / "kodim23.bin").read_bytes()
+    (tmp_path / "a.bin").write_bytes(sample)
+    (tmp_path / "b.bin").write_bytes(b"not a bitstream")
+    (tmp_path / "c.bin").write_bytes(sample)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(app, ["decode", *(str(tmp_path / f"{n}.bin") for n in "abc"), "-o", str(out)])
+    assert result.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert np.array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(out / "c.png")))
+    assert "b.bin" in result.output and "1 of 3" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["decode", str(tmp_path / "a.bin"), str(tmp_path / "c.bin"),
+                                 "-o", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "existing folder" in result.output
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_an_encode_into_an_unwritable_folder_is_refused_before_training(tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(synthetic_image(8, 8)).save(image)
+    result = runner.invoke(app, ["encode", str(image), "--lmbda", "1e-3", "-o", "/proc/self/x.bin",
+                                 "--iterations", "50"])
+    assert result.exit_code == 2
+    assert "cannot write to /proc/self" in result.output

@@ -156,9 +156,10 @@ def evaluate_command(
     seed: _Seed = 0,
     arch: _Arch = None,
 ) -> None:
-    """Measure rate-distortion of our codec, the amortized codecs and classical codecs on the
-    images of DIRECTORY (--only-baselines leaves the overfitted codec out).
+    """Measure the rate-distortion of codecs on the images of DIRECTORY.
 
+    Our codec, the amortized codecs and classical codecs (--only-baselines leaves the
+    overfitted codec out).
     Writes per_image.tsv, summary.tsv, bdrate.md and rd.png into --out; resumable.
     """
     from coolchic.evaluate.evaluation import EvaluationSpec, evaluate
