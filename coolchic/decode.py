@@ -115,7 +115,12 @@ def decode(data: bytes | str | Path, *, device: str = "cpu",
         (H, W, C) image, uint8 for 8-bit streams and uint16 for 16-bit ones.
 
     Raises:
-        BitstreamError: the data is not a valid coolchic bitstream (one-sentence message).
+        BitstreamError: the data is not a valid coolchic bitstream (one-sentence message;
+            a subclass of ValueError).
+        ValueError: an unknown `device` or `kernel`, or kernel="native" where the native
+            decoder is unavailable (the message says why).
+        MemoryError: the image the header describes does not fit in memory.
+        OSError: `data` is a path that cannot be read.
     """
     check_device(device)
     raw = _read(data)
