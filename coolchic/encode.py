@@ -31,6 +31,7 @@ from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.io import read_image
 from coolchic.metrics import psnr_images
+from coolchic.model.coolchic import CoolChic
 from coolchic.payload import pack_config, pack_weights
 from coolchic.presets import DEFAULT_PRESET, Preset, get_preset
 from coolchic.quant import QuantizedModel, integerize, make_quantizer
@@ -71,7 +72,8 @@ def effective_config(config: DecoderConfig, height: int, width: int) -> DecoderC
     return replace(config, latents=LatentConfig(n_grids=n_max))
 
 
-def _as_image(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
+def image_array(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
+    """(H, W, C) uint8 or uint16 array and its bit depth, from a path or an array (checked)."""
     if isinstance(image, (str, Path)):
         return read_image(image)
     array = np.asarray(image)
@@ -82,6 +84,12 @@ def _as_image(image: np.ndarray | str | Path) -> tuple[np.ndarray, int]:
     if array.ndim != 3 or array.shape[2] not in (1, 3) or min(array.shape[:2]) < 1:
         raise ValueError(f"image arrays must be (H, W), (H, W, 1) or (H, W, 3), got {array.shape}")
     return array, 8 if array.dtype == np.uint8 else 16
+
+
+def image_tensor(array: np.ndarray, bit_depth: int) -> torch.Tensor:
+    """(H, W, C) integer image -> (1, C, H, W) float32 on [0, 1], as training sees it."""
+    x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
+    return x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
 
 
 def _offset(callback: ProgressCallback | None, done: int, total: int) -> ProgressCallback | None:
@@ -115,6 +123,47 @@ def model_sections(q: QuantizedModel, header: Header) -> list[tuple[SectionId, b
         (SectionId.WEIGHTS, pack_weights(q.weights, q.config, header.channels)),
         (SectionId.LATENTS, encode_latents(schedule, list(q.grids), IntegerArm(q.weights.arm))),
     ]
+
+
+@dataclass(frozen=True)
+class CodedModel:
+    """A trained model as a bitstream, and what the encoder reports of it."""
+
+    model: CoolChic  # the float model it was coded from
+    data: bytes
+    reconstruction: np.ndarray  # exactly what `decode(data)` returns
+    sections: list[tuple[SectionId, bytes]]
+    bit_depth: int
+    psnr_db: float
+    cost: float  # true RD cost: MSE on [0, 1] of the decoded image + lambda * bpp of the file
+
+
+def code_model(model: CoolChic, array: np.ndarray, *, bit_depth: int, lmbda: float,
+               refine_trials: int) -> CodedModel:
+    """Integerize a trained model of `array` ((H, W, C) uint8/16), entropy-code it and
+    write the bitstream; the reconstruction is the decoder's own (``reconstruct.synthesize``)."""
+    h, w, c = array.shape
+    header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
+    q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=refine_trials)
+    sections = model_sections(q, header)
+    data = write_bitstream(header, sections)
+    reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth,
+                                taps=q.weights.taps)
+    psnr = psnr_images(array, reconstruction, bit_depth)
+    cost = 10.0 ** (-psnr / 10.0) + lmbda * 8.0 * len(data) / (h * w)  # MSE on [0, 1] + lambda bpp
+    return CodedModel(model, data, reconstruction, sections, bit_depth, psnr, cost)
+
+
+def encode_report(coded: CodedModel, *, lmbda: float, preset: str, arch: str, iterations: int,
+                  seconds: float) -> EncodeReport:
+    h, w, c = coded.model.height, coded.model.width, coded.model.channels
+    return EncodeReport(
+        height=h, width=w, channels=c, bit_depth=coded.bit_depth, lmbda=float(lmbda), preset=preset,
+        arch=arch, iterations=iterations, n_bytes=len(coded.data),
+        section_bytes={sid.name: len(payload) for sid, payload in coded.sections},
+        bpp=8.0 * len(coded.data) / (h * w), psnr_db=coded.psnr_db, encode_seconds=seconds,
+        mac_per_pixel=mac_per_pixel(coded.model.config, h, w, c).total,
+    )
 
 
 def encode(
@@ -161,13 +210,12 @@ def encode(
     if not isinstance(arch, DecoderConfig):
         check_arch_name(arch or AUTO_ARCH)
     check_device(device)
-    array, bit_depth = _as_image(image)
+    array, bit_depth = image_array(image)
     h, w, c = array.shape
     if h * w > DECODER_MAX_PIXELS:
         raise ValueError(f"images above {DECODER_MAX_PIXELS} pixels are not supported ({w}x{h})")
     start = time.perf_counter()
-    x = torch.from_numpy(array.astype(np.float32) / ((1 << bit_depth) - 1))
-    x = x.permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
+    x = image_tensor(array, bit_depth)
     train = {"seed": seed, "device": device, "threads": threads, "compile": compile}
     raced = 0  # iterations spent by a race
     if isinstance(arch, DecoderConfig):
@@ -183,30 +231,16 @@ def encode(
         name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
         candidates = [(name, get_arch(name))]
 
-    header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
     total = raced + len(candidates) * recipe.iterations
     best = None
     for k, (name, config) in enumerate(candidates):
         config = effective_config(config, h, w)
         progress = _offset(callback, raced + k * recipe.iterations, total)
         model = overfit(x, config, recipe, lmbda, callback=progress, **train).cpu()
-        q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
-        sections = model_sections(q, header)
-        data = write_bitstream(header, sections)
-        reconstruction = synthesize(q.grids, q.weights.mlp, q.weights.residual, bit_depth=bit_depth,
-                                    taps=q.weights.taps)
-        psnr = psnr_images(array, reconstruction, bit_depth)
-        cost = 10.0 ** (-psnr / 10.0) + lmbda * 8.0 * len(data) / (h * w)  # MSE on [0, 1] + lambda bpp
-        if best is None or cost < best[0]:
-            best = (cost, name, config, data, reconstruction, sections, psnr)
-    _, arch_name, config, data, reconstruction, sections, psnr = best
-    seconds = time.perf_counter() - start
-
-    sizes = {sid.name: len(payload) for sid, payload in sections}
-    report = EncodeReport(
-        height=h, width=w, channels=c, bit_depth=bit_depth, lmbda=float(lmbda), preset=recipe.name,
-        arch=arch_name, iterations=total, n_bytes=len(data),
-        section_bytes=sizes, bpp=8.0 * len(data) / (h * w), psnr_db=psnr,
-        encode_seconds=seconds, mac_per_pixel=mac_per_pixel(config, h, w, c).total,
-    )
-    return EncodeResult(data, reconstruction, report)
+        coded = code_model(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
+        if best is None or coded.cost < best[0].cost:
+            best = (coded, name)
+    coded, arch_name = best
+    return EncodeResult(coded.data, coded.reconstruction,
+                        encode_report(coded, lmbda=lmbda, preset=recipe.name, arch=arch_name,
+                                      iterations=total, seconds=time.perf_counter() - start))
