@@ -40,7 +40,7 @@ bench: install  ## speed benchmark (writes results/speed.tsv)
 	$(PY) benchmarks/speed.py
 
 reproduce-paper: install  ## Kodak RD protocol (PRESET=quick|paper|paper-grade JOBS=N BACKEND=local|ray KODAK_DIR=...)
-	$(PY) -m coolchic.evaluate.reproduce --preset $(PRESET) --jobs $(JOBS) --backend $(BACKEND) \
+	$(VENV)/bin/coolchic reproduce-paper --preset $(PRESET) --jobs $(JOBS) --backend $(BACKEND) \
 		$(if $(KODAK_DIR),--kodak-dir $(KODAK_DIR))
 
 tools:  ## best effort: ffmpeg with x265 for the HEVC baseline (Debian/Ubuntu, as root)

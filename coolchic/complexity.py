@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coolchic.config import DecoderConfig, grid_shapes
-from coolchic.reconstruct import TAPS
+from coolchic.decoder.constants import TAPS
 
 KODAK_SIZE = (512, 768)  # (H, W) at which configurations are compared
 

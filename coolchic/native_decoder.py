@@ -120,7 +120,7 @@ class DecoderKernels:
             conv: the residual 3x3 convolutions, each (C * C * 9 + C,) float64: folded taps
                 (out, in, ky, kx), then biases.
             bit_depth: 8 or 16.
-            taps: (n_grids - 1, 4) upsampling taps over 2^UPS_FRAC (`reconstruct.level_taps`).
+            taps: (n_grids - 1, 4) upsampling taps over 2^UPS_FRAC (`coolchic.decoder.constants.level_taps`).
 
         Returns:
             (H, W, C) uint8 or uint16.

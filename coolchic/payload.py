@@ -14,6 +14,7 @@ import numpy as np
 
 from coolchic.bitstream import BitstreamError
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig, UpsamplingConfig
+from coolchic.decoder.constants import BICUBIC, UPS_FRAC, UPS_TAP_MAX
 from coolchic.entropy.coder import (
     EntropyError,
     SymbolDecoder,
@@ -24,7 +25,6 @@ from coolchic.entropy.coder import (
 )
 from coolchic.entropy.fixedpoint import MAX_FRAC, WEIGHT_MAX, QLayer
 from coolchic.entropy.tables import ALPHABET, N_MU, N_SCALE, RADIUS
-from coolchic.reconstruct import BICUBIC, UPS_FRAC, UPS_TAP_MAX
 
 ZERO_MEAN_ROW = (N_MU // 2) * N_SCALE  # table rows of a Laplace centred on an integer
 

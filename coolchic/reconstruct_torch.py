@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from coolchic.decoder.constants import SYN_FRAC, level_taps
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
 from coolchic.model.upsampling import (
     band_matrix,
@@ -32,7 +33,6 @@ from coolchic.model.upsampling import (
     upsample_axis,
     upsample_cascade,
 )
-from coolchic.reconstruct import SYN_FRAC, level_taps
 
 BAND_PIXELS = 1 << 15  # pixels per band of rows on the CPU (the working set fits in L2)
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from coolchic.bitstream import BitstreamError
 from coolchic.config import CONTEXT_OFFSETS
 from coolchic.decode import decode
+from coolchic.decoder.constants import SYN_FRAC
 from coolchic.entropy.fixedpoint import ACT_MAX, ARM_FRAC, LATENT_MAX, WEIGHT_MAX
 from coolchic.entropy.tables import table_sha256
-from coolchic.reconstruct import SYN_FRAC
 from tests.conftest import synthetic_image
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,7 +12,7 @@ def test_upsampling_taps_are_the_bicubic_kernel_at_factor_two():
     def keys(t, a=-0.75):
         t = abs(t)
         return (a + 2) * t**3 - (a + 3) * t**2 + 1 if t <= 1 else a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
-    from coolchic.reconstruct import TAP_SHIFT, TAPS
+    from coolchic.decoder.constants import TAP_SHIFT, TAPS
     assert [t / (1 << TAP_SHIFT) for t in TAPS] == [keys(d) for d in (1.75, 0.75, 0.25, 1.25)]
 
 

@@ -15,6 +15,7 @@ import coolchic.reconstruct as reconstruct
 import coolchic.reconstruct_torch as reconstruct_torch
 from coolchic import native_decoder
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig, grid_shapes
+from coolchic.decoder.constants import TAP_SHIFT, TAPS
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
 from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
 from coolchic.model.coolchic import CoolChic, laplace_bits
@@ -25,7 +26,7 @@ from coolchic.model.upsampling import (
     upsample_cascade,
 )
 from coolchic.presets import get_preset
-from coolchic.reconstruct import TAP_SHIFT, TAPS, synthesize
+from coolchic.reconstruct import synthesize
 from coolchic.train import adam, overfit
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

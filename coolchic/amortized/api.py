@@ -19,11 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from coolchic.amortized import checkpoints, registry
-from coolchic.amortized.codec import read_stream
+from coolchic.amortized.codec import MAX_PIXELS, image8, read_stream, rgb8  # noqa: F401 (re-exported)
 from coolchic.bitstream import HEADER_BYTES, MAGIC, BitstreamError, CodecId, read_bitstream
-
-# Beyond this the code tensors and context features grow past a few GB.
-MAX_PIXELS = 1 << 26
 
 
 def image_codecs() -> tuple[str, ...]:
@@ -75,36 +72,6 @@ def _model(name: str, *, quality: float | None, checkpoint: str | os.PathLike | 
     if model.source_crc is None:
         raise ValueError(f"the progressive coder {path.name} was not fitted on a cwic model's codes")
     return LayeredCodec(model, checkpoints.load_shipped_by_crc("cwic", model.source_crc)), path
-
-
-def image8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
-    """uint8 (H, W, C), C = 3 (RGB) or 1 (gray), of an 8-bit image (array or file) for
-    amortized codec `codec`.
-
-    Raises:
-        ValueError: unreadable, not 8-bit, not RGB/gray, or too large (one line).
-    """
-    if isinstance(image, (str, os.PathLike)):
-        from coolchic.io import read_image
-
-        image, bit_depth = read_image(image)
-        if bit_depth != 8:
-            raise ValueError(f"the {codec} codec codes 8-bit images, this one is {bit_depth}-bit")
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"the {codec} codec codes uint8 RGB or gray images, got {image.shape} "
-                         f"{image.dtype}")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ValueError(f"images above {MAX_PIXELS} pixels are not supported by the amortized codecs")
-    return image
-
-
-def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
-    """`image8` with gray repeated to 3 channels: uint8 (H, W, 3), what the models see."""
-    array = image8(image, codec)
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
 def encode(image: np.ndarray | str | os.PathLike, *, codec: str, quality: float | None = None,

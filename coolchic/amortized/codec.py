@@ -17,7 +17,7 @@ RGB (`model_input`, `model_output`); the header's channel count says which.
 
 from __future__ import annotations
 
-import struct
+import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,12 +25,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from coolchic.amortized.layout import CRC, MAX_QUALITY, PAYLOAD_VERSION, parse_config
 from coolchic.amortized.registry import ModelEntry, by_codec_id
 from coolchic.bitstream import BitstreamError, Header, SectionId, read_bitstream, write_bitstream
 
-_CRC = struct.Struct("<I")
-PAYLOAD_VERSION = 2  # CONFIG byte after the quality; the first layout (1) had none
-MAX_QUALITY = 100  # largest nominal quality of shipped weights
+MAX_PIXELS = 1 << 26  # beyond, the code tensors and context features grow past a few GB
 
 
 @runtime_checkable
@@ -116,31 +115,8 @@ def write_stream(entry: ModelEntry, *, height: int, width: int, model_crc: int, 
         raise ValueError(f"quality must lie in 0..{MAX_QUALITY}, got {quality}")
     header = Header(codec_id=entry.codec_id, height=height, width=width, channels=channels,
                     bit_depth=8)
-    config = _CRC.pack(model_crc) + bytes((quality, PAYLOAD_VERSION)) + fields
+    config = CRC.pack(model_crc) + bytes((quality, PAYLOAD_VERSION)) + fields
     return write_bitstream(header, [(SectionId.CONFIG, config), (SectionId.LATENTS, codes)])
-
-
-def parse_config(entry: ModelEntry, config: bytes, *, model_crc: int | None = None
-                 ) -> tuple[int, int, bytes]:
-    """(model_crc, quality, fields) of a current-layout CONFIG section.
-
-    Raises:
-        BitstreamError: too short, another payload version, a quality above MAX_QUALITY,
-            or (when `model_crc` is given) weights other than the ones that wrote it.
-    """
-    if len(config) < _CRC.size + 2:
-        raise BitstreamError(f"invalid bitstream: the {entry.name.upper()} CONFIG section is too short")
-    (crc,) = _CRC.unpack_from(config)
-    quality, version = config[_CRC.size], config[_CRC.size + 1]
-    if version != PAYLOAD_VERSION:
-        raise BitstreamError(f"the {entry.name.upper()} CONFIG has amortized payload version "
-                             f"{version}; this coolchic reads {PAYLOAD_VERSION} and the first layout")
-    if quality > MAX_QUALITY:
-        raise BitstreamError(f"invalid bitstream: the {entry.name.upper()} CONFIG has quality {quality}")
-    if model_crc is not None and crc != model_crc:
-        raise BitstreamError(f"the stream was written by {entry.name} weights with CRC "
-                             f"{crc:08x}; this coolchic has {model_crc:08x}")
-    return crc, quality, config[_CRC.size + 2 :]
 
 
 def read_stream(data: bytes, *, model_crc: int | None = None) -> AmortizedStream:
@@ -169,3 +145,33 @@ def read_stream(data: bytes, *, model_crc: int | None = None) -> AmortizedStream
         header, sections = read_bitstream(legacy.upgrade(data))
     crc, quality, fields = parse_config(entry, sections[SectionId.CONFIG], model_crc=model_crc)
     return AmortizedStream(entry, header, crc, quality, fields, sections[SectionId.LATENTS], old)
+
+
+def image8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+    """uint8 (H, W, C), C = 3 (RGB) or 1 (gray), of an 8-bit image (array or file) for
+    amortized codec `codec`.
+
+    Raises:
+        ValueError: unreadable, not 8-bit, not RGB/gray, or too large (one line).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from coolchic.io import read_image
+
+        image, bit_depth = read_image(image)
+        if bit_depth != 8:
+            raise ValueError(f"the {codec} codec codes 8-bit images, this one is {bit_depth}-bit")
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"the {codec} codec codes uint8 RGB or gray images, got {image.shape} "
+                         f"{image.dtype}")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ValueError(f"images above {MAX_PIXELS} pixels are not supported by the amortized codecs")
+    return image
+
+
+def rgb8(image: np.ndarray | str | os.PathLike, codec: str) -> np.ndarray:
+    """`image8` with gray repeated to 3 channels: uint8 (H, W, 3), what the models see."""
+    array = image8(image, codec)
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array

@@ -33,7 +33,8 @@ import numpy as np
 
 from coolchic.amortized import registry
 from coolchic.amortized.autoencoder import code_shape, model_crc
-from coolchic.amortized.codec import PAYLOAD_VERSION, model_input, model_output, parse_config
+from coolchic.amortized.codec import model_input, model_output
+from coolchic.amortized.layout import PAYLOAD_VERSION, parse_config
 from coolchic.amortized.progressive import decode_layers, encode_layers, integer_net
 from coolchic.amortized.progressive_cwic import check_pair, layered_code
 from coolchic.bitstream import (

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from coolchic.amortized.codec import MAX_QUALITY, PAYLOAD_VERSION, parse_config
+from coolchic.amortized.layout import MAX_QUALITY, PAYLOAD_VERSION, parse_config
 from coolchic.amortized.registry import ModelEntry, by_codec_id
 from coolchic.bitstream import (
     BitstreamError,

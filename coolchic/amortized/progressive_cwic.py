@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coolchic.amortized.api import rgb8
+from coolchic.amortized.codec import rgb8
 from coolchic.amortized.codes import Alphabet, encode_codes
 from coolchic.amortized.cwic import Cwic
 from coolchic.amortized.progressive import (

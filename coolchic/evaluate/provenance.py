@@ -82,7 +82,7 @@ def machine_description(device: str = "cpu") -> str:
 
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed, shell-quoted, with the program's folder dropped
-    (``python -m coolchic.evaluate.reproduce ...`` or ``coolchic evaluate ...``)."""
+    (``coolchic reproduce-paper ...``, ``coolchic evaluate ...`` or ``python -m ...``)."""
     if argv is None:
         original = list(getattr(sys, "orig_argv", []))
         if "-m" in original:

@@ -29,7 +29,7 @@ Protocols (``PRESET=...``):
   about 5 hours on 2 cores.
 - any training preset name (``fast``, ``medium``, ...): whole images with that preset.
 
-Standalone: ``python -m coolchic.evaluate.reproduce --help``.
+Command line: ``coolchic reproduce-paper --help`` (or ``python -m coolchic.evaluate reproduce-paper``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from coolchic.io import atomic_write_bytes
 KODAK_HINT = (
     "put the 24 Kodak images (kodim01.png ... kodim24.png, e.g. from r0k.us/graphics/kodak)"
     " in ../shared/data/kodak next to the repository, or pass KODAK_DIR=/path/to/kodak"
-    " (make) / --kodak-dir (python -m coolchic.evaluate.reproduce)"
+    " (make) / --kodak-dir (coolchic reproduce-paper)"
 )
 
 
@@ -280,15 +280,3 @@ def releases_markdown(store: RunStore, codec: str, protocol: Protocol) -> str:
         mean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         lines += ["", f"Geometric mean of J / Cool-chic's J over {len(ratios)} points: {mean:.3f}."]
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:  # pragma: no cover - exercised through `python -m` by make
-    import typer
-
-    from coolchic.evaluate.cli import reproduce_command
-
-    typer.run(reproduce_command)
-
-
-if __name__ == "__main__":
-    main()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coolchic.reconstruct import BICUBIC, TAPS, UPS_FRAC, UPS_MAX
+from coolchic.decoder.constants import BICUBIC, TAPS, UPS_FRAC, UPS_MAX
 
 TAP_COUNT = len(TAPS)  # even outputs use the taps, odd outputs the taps reversed
 BLOCK = 16  # input samples per block of the banded matrix products

@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from coolchic.config import auto_arch, get_arch
+from coolchic.decoder.constants import TAP_SHIFT, TAPS
 from coolchic.encode import effective_config
 from coolchic.evaluate.datasets import load_image
 from coolchic.model import fused
 from coolchic.model.coolchic import CoolChic
 from coolchic.presets import get_preset
 from coolchic.quant import make_quantizer
-from coolchic.reconstruct import TAP_SHIFT, TAPS
 
 KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 IMAGES = ("kodim04", "kodim13", "kodim19", "kodim23")
