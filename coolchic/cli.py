@@ -90,7 +90,9 @@ def _check_output(path: Path) -> None:
 @app.command()
 @clean_errors
 def encode(
-    image: Annotated[Path, typer.Argument(help="Image to encode (PNG, PPM, TIFF, JPEG, ...).")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image(s) to encode (PNG, PPM, TIFF, JPEG, ...); several are trained together in "
+             "batches, on a path of their own (docs/batched.md).", show_default=False)],
     lmbda: Annotated[float | None, typer.Option(
         "--lmbda", "-l", help="Rate weight: larger = smaller file [1e-3].")] = None,
     quality: Annotated[float | None, typer.Option(
@@ -101,7 +103,9 @@ def encode(
     target_psnr: Annotated[float | None, typer.Option(
         help="Search lambda for at least this PSNR in dB (several encodes).")] = None,
     max_encodes: Annotated[int, typer.Option(help="Encodes allowed to a --target-* search.")] = 4,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bitstream path [IMAGE.bin].")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=(
+        "Bitstream path [IMAGE.bin]; with several images, an existing folder that receives "
+        "NAME.bin for each [each beside its image]."))] = None,
     preset: Annotated[str, typer.Option(help="Training recipe (by cost): fast, medium, slow.")] = "fast",
     iterations: Annotated[int | None, typer.Option(help="Override the preset's iterations.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -125,11 +129,29 @@ def encode(
     checkpoint: Annotated[Path | None, typer.Option(
         help="Amortized codecs: weights (a model.pt of 'coolchic amortized train') instead of "
              "the shipped ones.")] = None,
+    batch: Annotated[int | None, typer.Option(
+        help="Several images: at most N encodes trained together [all those of one size].",
+        show_default=False)] = None,
 ) -> None:
-    """Encode IMAGE into a coolchic bitstream."""
+    """Encode IMAGE into a coolchic bitstream; several images are trained together, in
+    batches of one size (each its own bitstream, whatever its batch)."""
     from coolchic.encode import encode as encode_image
     from coolchic.io import atomic_write_bytes
 
+    if batch is not None and batch < 1:
+        fail("--batch must be >= 1")
+    if len(images) > 1:
+        others = {"--target-bpp": target_bpp, "--target-psnr": target_psnr, "--threads": threads,
+                  "--checkpoint": checkpoint}
+        given = [name for name, value in others.items() if value is not None]
+        if codec != "coolchic" or given:
+            fail(f"{', '.join(given) or '--codec ' + codec} only with one image (batched encoding "
+                 "trains coolchic models, on one thread on the CPU)")
+        _encode_batch(images, output, lmbda=lmbda, quality=quality, preset=preset,
+                      iterations=iterations, device=device, seed=seed, arch=arch,
+                      graphs=compile != "off", batch=batch)
+        return
+    image = images[0]
     output = output or image.with_suffix(".bin")
     _check_output(output)
     if not image.is_file():
@@ -190,6 +212,69 @@ def encode(
         f"encoded in {r.encode_seconds:.1f} s",
         highlight=False,
     )
+
+
+def _encode_batch(images: list[Path], output: Path | None, *, lmbda: float | None,
+                  quality: float | None, preset: str, iterations: int | None, device: str,
+                  seed: int, arch: str, graphs: bool, batch: int | None) -> None:
+    """`encode` of several images: one `encode_batch` call, a bar per image (its state and
+    the last values of its training proxy) under one for the whole run (with its ETA), and
+    each bitstream written as soon as it is done."""
+    from coolchic.encode_batch import encode_batch
+    from coolchic.io import atomic_write_bytes
+
+    if lmbda is not None and quality is not None:
+        fail("give only one of --lmbda, --quality")
+    if quality is not None:
+        from coolchic.rate_control import lmbda_from_quality
+        lmbda = lmbda_from_quality(quality)
+    if output is not None and not output.is_dir():
+        fail(f"with several images, --output must be an existing folder: {output}")
+    outputs = [output / f"{p.stem}.bin" if output else p.with_suffix(".bin") for p in images]
+    if len(set(outputs)) < len(outputs):
+        fail("two images would write the same bitstream path; rename them or encode them separately")
+    for image, path in zip(images, outputs):
+        if not image.is_file():
+            fail(f"no such image file: {image}")
+        _check_output(path)
+    if iterations is not None and iterations < 1:
+        fail("--iterations must be >= 1")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=not err_console.is_terminal,
+    ) as bar:
+        whole = bar.add_task("[bold]all[/]", total=None, stats="")
+        tasks = [bar.add_task(p.name, total=None, stats="queued") for p in images]
+        done: dict[int, int] = {}
+
+        def on_progress(p) -> None:
+            t = p.training
+            for k, index in enumerate(p.indices):
+                done[index] = t.iteration
+                bar.update(tasks[index], total=t.total, completed=t.iteration,
+                           stats=f"training {t.psnr_db[k]:.2f} dB ~{t.bpp[k]:.3f} bpp"
+                                 + ("  coding" if t.iteration == t.total else ""))
+            bar.update(whole, total=t.total * len(images), completed=sum(done.values()),
+                       stats=f"batch {p.batch + 1}/{p.batches} ({len(p.indices)} encodes)")
+
+        def on_result(index: int, result) -> None:
+            atomic_write_bytes(outputs[index], result.data)
+            r = result.report
+            bar.update(tasks[index], stats=f"done: {r.bpp:.4f} bpp, {r.psnr_db:.2f} dB")
+
+        start = time.perf_counter()
+        results = encode_batch(images, lmbda=1e-3 if lmbda is None else lmbda, preset=preset,
+                               iterations=iterations, device=device, seed=seed, arch=arch,
+                               batch=batch, callback=on_progress, on_result=on_result, graphs=graphs)
+    for path, result in zip(outputs, results):
+        r = result.report
+        console.print(
+            f"[bold green]{path}[/]: {r.n_bytes} bytes, [bold]{r.bpp:.4f} bpp[/], "
+            f"PSNR [bold]{r.psnr_db:.2f} dB[/] (decoded), {r.width}x{r.height}x{r.channels} "
+            f"{r.bit_depth}-bit, {r.mac_per_pixel:.0f} MAC/pixel, lambda {r.lmbda:.3g}", highlight=False)
+    console.print(f"{len(images)} images encoded in {time.perf_counter() - start:.1f} s, trained in "
+                  "batches (bitstreams differ from one-image encodes)", highlight=False)
 
 
 def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float | None,
