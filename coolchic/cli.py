@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from coolchic.amortized.cli import amortized_app
@@ -24,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # a log gets whole lines, not lines cut at 80 columns
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _show_version(value: bool) -> None:
@@ -69,6 +68,13 @@ def clean_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _progress(*first_columns):
+    """A progress display on stderr: a bar on a terminal, a line per tenth in a log."""
+    from coolchic.progress import progress_display
+
+    return progress_display(err_console, *first_columns)
 
 
 def _check_output(path: Path) -> None:
@@ -174,12 +180,8 @@ def encode(
     if quality is not None:
         from coolchic.rate_control import lmbda_from_quality
         lmbda = lmbda_from_quality(quality)
-    with Progress(
-        TextColumn("[bold]encoding[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=not err_console.is_terminal,
-    ) as bar:
-        task = bar.add_task("train", total=None, stats="")
+    with _progress("{task.description}") as bar:
+        task = bar.add_task("[bold]encoding[/]", total=None, stats="")
 
         def on_progress(p) -> None:
             if p.iteration == 1 or p.iteration % 10 == 0 or p.iteration == p.total:
@@ -239,11 +241,7 @@ def _encode_batch(images: list[Path], output: Path | None, *, lmbda: float | Non
         _check_output(path)
     if iterations is not None and iterations < 1:
         fail("--iterations must be >= 1")
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=not err_console.is_terminal,
-    ) as bar:
+    with _progress("{task.description}") as bar:
         whole = bar.add_task("[bold]all[/]", total=None, stats="")
         tasks = [bar.add_task(p.name, total=None, stats="queued") for p in images]
         done: dict[int, int] = {}

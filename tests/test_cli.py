@@ -142,3 +142,16 @@ def test_an_encode_into_an_unwritable_folder_is_refused_before_training(tmp_path
                                  "--iterations", "50"])
     assert result.exit_code == 2
     assert "cannot write to /proc/self" in result.output
+
+
+def test_an_encode_into_a_log_prints_a_progress_line_per_tenth_and_whole_summary_lines(tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(synthetic_image(16, 24)).save(image)
+    result = runner.invoke(app, ["encode", str(image), "--lmbda", "1e-3", "--iterations", "40",
+                                 "-o", str(tmp_path / "x.bin")])
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.output.splitlines() if line.startswith("encoding: ")]
+    assert progress[0].startswith("encoding: 1/40") and progress[-1].startswith("encoding: 40/40")
+    assert 4 <= len(progress) <= 11
+    summary = [line for line in result.output.splitlines() if "bytes" in line]
+    assert len(summary) == 1 and "MAC/pixel" in summary[0] and "encoded in" in summary[0]

@@ -48,14 +48,10 @@ def _clean_errors(fn: Callable) -> Callable:
 
 
 def _progress(label: str):
-    """A rich progress bar on stderr (rich.progress is imported here: start-up time)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """A progress display on stderr (`coolchic.progress`): a bar, or lines in a log."""
+    from coolchic.progress import progress_display
 
-    err = Console(stderr=True)
-    return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[stats]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                    transient=not err.is_terminal)
+    return progress_display(Console(stderr=True, soft_wrap=True), f"[bold]{label}[/]")
 
 
 @amortized_app.command("list")
