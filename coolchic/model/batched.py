@@ -39,7 +39,7 @@ from coolchic.model.coolchic import TAP_STEP, CoolChic, laplace_bits
 from coolchic.model.upsampling import taps_tensor
 
 ALIGN = 64  # elements: per-encode buffers are padded to a multiple (rule 2)
-CHUNK = 64  # positions per partial product of a weight gradient (rule 1)
+CHUNK = 512  # positions per partial product of a weight gradient (rule 1)
 _MASK32 = 0xFFFFFFFF
 
 
@@ -84,17 +84,19 @@ def _outer_sum(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if padded != p:  # zero positions add exact zeros
         g, x = F.pad(g, (0, padded - p)), F.pad(x, (0, padded - p))
     chunks = padded // CHUNK
-    # Both operands are copied to one fixed layout (a view's strides, which a reshape keeps
-    # or not depending on B, choose the matrix kernel, hence the rounding), and the rows
-    # padded with zeros so that every (rows, in) product starts 64-byte aligned: on the
-    # reference CPU, MKL rounded these small products differently at other alignments.
+    # Both operands are copied to one fixed layout, chunk-major with CHUNK contiguous
+    # positions (a view's strides, which a reshape keeps or not depending on B, choose the
+    # matrix kernel, hence the rounding), the rows of g padded with zeros so that every
+    # (rows, in) product starts 64-byte aligned: on the reference CPU, MKL rounded these
+    # small products differently at other alignments.
     rows = n_out
     while rows * n_in % 16:
         rows += 1
     gc = g.reshape(b, n_out, chunks, CHUNK).transpose(1, 2)  # (B, chunks, out, CHUNK)
     gc = F.pad(gc, (0, 0, 0, rows - n_out)).reshape(b * chunks, rows, CHUNK)
-    xc = x.reshape(b, n_in, chunks, CHUNK).permute(0, 2, 3, 1).reshape(b * chunks, CHUNK, n_in)
-    part = torch.bmm(gc.contiguous(), xc.contiguous()).view(b, chunks, rows, n_in)[:, :, :n_out]
+    xc = x.reshape(b, n_in, chunks, CHUNK).transpose(1, 2).reshape(b * chunks, n_in, CHUNK)
+    part = torch.bmm(gc.contiguous(), xc.contiguous().transpose(1, 2))  # (B * chunks, rows, in)
+    part = part.view(b, chunks, rows, n_in)[:, :, :n_out]
     return _tree_sum(part.permute(0, 2, 3, 1))  # (B, out, in, chunks) -> (B, out, in)
 
 
