@@ -180,3 +180,13 @@ def test_on_cuda_an_encode_gives_the_same_bytes_alone_beside_others_and_with_gra
     eager = _batched(IMAGES, LMBDAS, SEEDS, arch="default", device="cuda", graphs=False)
     assert [r.data for r in many] == [r.data for r in alone]
     assert [r.data for r in many] == [r.data for r in eager]
+
+
+def test_gray_and_16_bit_images_encode_in_batches_and_decode():
+    gray = synthetic_image(16, 20, channels=1, seed=4)
+    deep = (synthetic_image(16, 20, seed=5).astype(np.uint16) * 257) ^ 0x55
+    results = encode_batch([gray, deep, gray[::-1].copy()], lmbda=1e-3, preset="fast", iterations=20)
+    for image, r in zip([gray, deep, gray[::-1]], results):
+        decoded = decode(r.data)
+        assert decoded.shape == image.shape and decoded.dtype == image.dtype
+        assert np.array_equal(decoded, r.reconstruction)
