@@ -1,31 +1,233 @@
 // The decoder's two loops as native calls (loaded by coolchic/native_decoder.py):
-// * coolchic_decode_latents: for each wave of the schedule, gather the contexts, run the
-//   integer ARM, turn its outputs into table rows and centres, and range decode one symbol
-//   per latent (with its Exp-Golomb escape extra where there is one);
+// * coolchic_decode_latents: wave by wave, the integer ARM over the wave's latents
+//   (vectorized across latents, reading each context neighbour as a contiguous run of a
+//   small ring of recent waves: no gather), its outputs turned into table rows and
+//   centres, and one range-decoded symbol per latent (with its Exp-Golomb escape extra
+//   where there is one). The symbols of wave t are decoded while the ARM of wave t + 1
+//   runs, each block of it as soon as the symbols it reads are known, so that the range
+//   decoder's chain of dependent operations overlaps the ARM's arithmetic;
 // * coolchic_synthesize: the fixed-point upsampling cascade, the per-pixel layers, the
-//   residual 3x3 convolutions and the rounding to the output's integer levels.
+//   residual 3x3 convolutions and the rounding to the output's integer levels, in bands of
+//   rows through rings of rows that stay in cache.
 //
 // They compute exactly what the numpy paths (coolchic/entropy/latents.py and
 // coolchic/reconstruct.py) compute (tests compare them bit for bit), so the bitstream
 // format does not depend on them:
 // * values are integers (or integer multiples of a power of two) held in doubles, with
-//   the layer matrices of the numpy paths (bias and power-of-two rescaling folded in).
-//   Every product and partial sum stays exactly representable (below 2^53), so the order
-//   of the additions (or a fused multiply-add) cannot change a result. No -ffast-math:
-//   floor and the clips must keep their IEEE meaning.
+//   the layer weights of the numpy paths (power-of-two rescaling folded in). Every product
+//   and partial sum stays exactly representable (below 2^53), so the order of the
+//   additions cannot change a result; the sums still run in the order of the first native
+//   decoder (inputs in order, then the bias; the upsampling's four taps left to right) and
+//   each product is rounded before its addition (no fused multiply-add: the build passes
+//   -ffp-contract=off), so even a stream that broke those bounds would decode as before.
+//   No -ffast-math: floor and the clips must keep their IEEE meaning.
 // * the range decoder is the algorithm of constriction 0.5's queue::RangeDecoder with
 //   32-bit words, a 64-bit state and 24-bit probabilities (Pasco-style range coding:
 //   lower, range and a 64-bit window `point` into the words), reimplemented here on the
 //   same exact integer tables that the encoder hands to constriction.
+//
+// Vector code uses GCC/Clang vector extensions (a register of kVec doubles): AVX on the
+// x86-64-v3 build, SSE2 (or the target's own) on the portable one; the arithmetic is the
+// same element by element, only the width differs.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
+// --- vectors of doubles -------------------------------------------------------------------
+
+#if defined(__AVX__)
+constexpr int64_t kVec = 4;
+#else
+constexpr int64_t kVec = 2;
+#endif
+typedef double Vec __attribute__((vector_size(8 * kVec)));
+
+inline Vec load(const double* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(double* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+inline Vec splat(double x) {
+  Vec v;  // not Vec{} + x: that addition is not the identity for -0.0, so it is kept
+  for (int64_t i = 0; i < kVec; ++i) v[i] = x;
+  return v;
+}
+inline Vec vfloor(Vec v) {
+#if defined(__AVX__)
+  return (Vec)_mm256_floor_pd((__m256d)v);
+#elif defined(__SSE4_1__)
+  return (Vec)_mm_floor_pd((__m128d)v);
+#else
+  for (int64_t i = 0; i < kVec; ++i) v[i] = std::floor(v[i]);
+  return v;
+#endif
+}
+// std::min(std::max(v, lo), hi) element by element (no NaN ever reaches a clip)
+inline Vec clip(Vec v, Vec lo, Vec hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// --- dense layers across lanes ------------------------------------------------------------
+
+constexpr int64_t kLanes = 8;              // lanes per register block
+constexpr int64_t kPerBlock = kLanes / kVec;  // vectors per block
+constexpr int kMaxJ = int(12 / kPerBlock);  // outputs per block: 12 vector accumulators
+
+// out[(j0 + j) * so + r] = clip(floor(sum_k w[k * n_out + j0 + j] * in[k][r] + b[j0 + j]),
+// lo, hi) for j < J and the lanes r < n (a multiple of kLanes): J x kPerBlock accumulators
+// stay in registers while the inputs stream by. Each product is added in the order of k,
+// then the bias (the order of the augmented matrices' rows, whose last row is the bias).
+template <int J>
+void dense_block(const double* __restrict w, const double* __restrict b, int64_t n_in, int64_t n_out, int64_t j0,
+                 const double* const* in, int64_t n, double* __restrict out, int64_t so, double lo, double hi) {
+  const Vec vlo = splat(lo), vhi = splat(hi);
+  for (int64_t r = 0; r < n; r += kLanes) {
+    Vec acc[J][kPerBlock];
+    for (int j = 0; j < J; ++j)
+      for (int64_t l = 0; l < kPerBlock; ++l) acc[j][l] = Vec{};
+    for (int64_t k = 0; k < n_in; ++k) {
+      Vec a[kPerBlock];
+      for (int64_t l = 0; l < kPerBlock; ++l) a[l] = load(in[k] + r + l * kVec);
+      const double* wk = w + k * n_out + j0;
+      for (int j = 0; j < J; ++j) {
+        const Vec t = splat(wk[j]);
+        for (int64_t l = 0; l < kPerBlock; ++l) acc[j][l] += t * a[l];
+      }
+    }
+    for (int j = 0; j < J; ++j) {
+      const Vec bias = splat(b[j0 + j]);
+      for (int64_t l = 0; l < kPerBlock; ++l)
+        store(out + (j0 + j) * so + r + l * kVec, clip(vfloor(acc[j][l] + bias), vlo, vhi));
+    }
+  }
+}
+
+using BlockFn = void (*)(const double*, const double*, int64_t, int64_t, int64_t, const double* const*, int64_t,
+                         double*, int64_t, double, double);
+constexpr BlockFn kBlocks[] = {nullptr, dense_block<1>, dense_block<2>, dense_block<3>,
+                               dense_block<4>, dense_block<5>, dense_block<6>};
+static_assert(kMaxJ < int(sizeof kBlocks / sizeof kBlocks[0]), "a block width without its kernel");
+
+struct NoStep {
+  void operator()() const {}
+};
+
+// One layer over the lanes r < n (a multiple of kLanes): input k at in[k][r], output j at
+// out[j * so + r]; w (n_in, n_out) input-major, then b (n_out,). The outputs go in balanced
+// blocks of at most kMaxJ; step() runs after each block (the latent decoder decodes a
+// symbol there, overlapping the range decoder's serial chain with this arithmetic).
+template <class Step>
+void dense(const double* w, const double* b, int64_t n_in, int64_t n_out, const double* const* in, int64_t n,
+           double* out, int64_t so, double lo, double hi, Step& step) {
+  const int64_t blocks = (n_out + kMaxJ - 1) / kMaxJ;
+  for (int64_t i = 0, j0 = 0; i < blocks; ++i) {
+    const int64_t width = (n_out - j0 + (blocks - i) - 1) / (blocks - i);
+    kBlocks[width](w, b, n_in, n_out, j0, in, n, out, so, lo, hi);
+    j0 += width;
+    step();
+  }
+}
+
+// A stack of layers: dims holds (inputs, outputs) per layer, params each layer's weights
+// (inputs, outputs) input-major then its biases. Hidden activations live in two buffers of
+// `lanes` lanes per row (rows[0], rows[1]: their row pointers).
+struct Layers {
+  int64_t count = 0;
+  std::vector<int64_t> n_in, n_out;
+  std::vector<const double*> w, b;
+  int64_t widest = 1;
+
+  Layers(int64_t n_layers, const int64_t* dims, const double* params) : count(n_layers) {
+    for (int64_t l = 0; l < n_layers; ++l) {
+      n_in.push_back(dims[2 * l]);
+      n_out.push_back(dims[2 * l + 1]);
+      w.push_back(params);
+      params += dims[2 * l] * dims[2 * l + 1];
+      b.push_back(params);
+      params += dims[2 * l + 1];
+      widest = std::max({widest, dims[2 * l], dims[2 * l + 1]});
+    }
+  }
+  bool valid() const {
+    if (count < 1) return false;
+    for (int64_t l = 0; l < count; ++l)
+      if (n_in[l] < 1 || n_out[l] < 1 || n_in[l] > 4096 || n_out[l] > 4096) return false;
+    for (int64_t l = 0; l + 1 < count; ++l)
+      if (n_out[l] != n_in[l + 1]) return false;
+    return true;
+  }
+};
+
+// Scratch for running a Layers over blocks of `lanes` lanes.
+struct Activations {
+  int64_t lanes;
+  std::vector<double> data[2];
+  std::vector<const double*> rows[2];
+
+  Activations(const Layers& net, int64_t lanes_) : lanes(lanes_) {
+    for (int i = 0; i < 2; ++i) {
+      data[i].assign(net.widest * lanes, 0.0);
+      for (int64_t k = 0; k < net.widest; ++k) rows[i].push_back(data[i].data() + k * lanes);
+    }
+  }
+};
+
+// Every layer of `net` over lanes r < n (n <= act.lanes, a multiple of kLanes): the hidden
+// ones ReLU and bounded by act_max, the last one clipped to [last_lo, last_hi] into out
+// (row stride so).
+template <class Step>
+void run_layers(const Layers& net, const double* const* in, int64_t n, Activations& act, double act_max,
+                double* out, int64_t so, double last_lo, double last_hi, Step& step) {
+  for (int64_t l = 0; l < net.count; ++l) {
+    if (l + 1 < net.count) {
+      double* h = act.data[l & 1].data();
+      dense(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, h, act.lanes, 0.0, act_max, step);
+      in = act.rows[l & 1].data();
+    } else {
+      dense(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, out, so, last_lo, last_hi, step);
+    }
+  }
+}
+
+// --- range decoding -----------------------------------------------------------------------
+
 constexpr int kPrecision = 24;                     // probability bits
 constexpr uint64_t kWordRange = uint64_t(1) << 32;  // renormalize when range falls below
+constexpr int64_t kRow64 = 64;                     // cdf entries per row of the fast search
+
+// #{k in 0 .. 63 : cdf[k] <= q} - 1 for a row of 64 cumulative frequencies (cdf[0] = 0,
+// cdf[63] = 2^24 > q, strictly increasing): the symbol whose interval holds q, the same as
+// a binary search, without its chain of dependent loads. Values are below 2^31, so signed
+// compares are exact.
+inline int search64(const uint32_t* cdf, uint32_t q) {
+#if defined(__AVX2__)
+  const __m256i qv = _mm256_set1_epi32(int(q));
+  auto above = [&](int i) {  // -1 where cdf > q, as 8 x int32
+    return _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cdf) + i), qv);
+  };
+  // pack the eight masks to bytes (lane order is irrelevant to a count)
+  const __m256i lo = _mm256_packs_epi16(_mm256_packs_epi32(above(0), above(1)), _mm256_packs_epi32(above(2), above(3)));
+  const __m256i hi = _mm256_packs_epi16(_mm256_packs_epi32(above(4), above(5)), _mm256_packs_epi32(above(6), above(7)));
+  const uint64_t bits = uint64_t(uint32_t(_mm256_movemask_epi8(lo))) | (uint64_t(uint32_t(_mm256_movemask_epi8(hi))) << 32);
+  return 63 - __builtin_popcountll(bits);
+#else
+  int n = 0;
+  for (int k = 0; k < kRow64; ++k) n += int32_t(cdf[k]) <= int32_t(q);
+  return n - 1;
+#endif
+}
 
 struct RangeDecoder {
   const uint32_t* words;
@@ -45,15 +247,23 @@ struct RangeDecoder {
   }
 
   // The symbol whose interval [cdf[s], cdf[s + 1]) holds the current quantile; -1 when the
-  // data cannot have come from the encoder. cdf has alphabet + 1 entries, 0 .. 2^24.
+  // data cannot have come from the encoder. cdf has alphabet + 1 entries, 0 .. 2^24; with
+  // kFast, exactly 64 of them (alphabet 63).
+  template <bool kFast>
   inline int decode(const uint32_t* cdf, int alphabet) {
     const uint64_t scale = range >> kPrecision;
     const uint64_t quantile = (point - lower) / scale;
     if (quantile >= (uint64_t(1) << kPrecision)) return -1;
-    int lo = 0, hi = alphabet;  // cdf[lo] <= quantile < cdf[hi]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) >> 1;
-      if (cdf[mid] <= quantile) lo = mid; else hi = mid;
+    int lo;
+    if constexpr (kFast) {
+      lo = search64(cdf, uint32_t(quantile));
+    } else {
+      lo = 0;
+      int hi = alphabet;  // cdf[lo] <= quantile < cdf[hi]
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (cdf[mid] <= quantile) lo = mid; else hi = mid;
+      }
     }
     lower += scale * cdf[lo];
     range = scale * uint64_t(cdf[lo + 1] - cdf[lo]);
@@ -79,14 +289,14 @@ int64_t decode_extra(RangeDecoder& escape, int64_t max_prefix, int64_t max_extra
   static const uint32_t kBit[3] = {0, 1u << (kPrecision - 1), 1u << kPrecision};
   int64_t zeros = 0;
   for (;;) {
-    const int bit = escape.decode(kBit, 2);
+    const int bit = escape.decode<false>(kBit, 2);
     if (bit < 0) return -2;
     if (bit == 1) break;
     if (++zeros > max_prefix) return -3;
   }
   uint64_t v = 1;
   for (int64_t i = 0; i < zeros; ++i) {
-    const int bit = escape.decode(kBit, 2);
+    const int bit = escape.decode<false>(kBit, 2);
     if (bit < 0) return -2;
     v = (v << 1) | uint64_t(bit);
   }
@@ -94,298 +304,534 @@ int64_t decode_extra(RangeDecoder& escape, int64_t max_prefix, int64_t max_extra
   return extra > max_extra ? -4 : extra;
 }
 
-constexpr int64_t kLanes = 8;  // latents per register block (waves padded to a multiple)
-constexpr int64_t kCols = 4;   // outputs per register block (matrices padded to a multiple)
+inline void prefetch_row(const uint32_t* row, int64_t entries) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < entries * 4; b += 64) __builtin_prefetch(p + b);
+  __builtin_prefetch(p + entries * 4 - 1);
+}
 
-// out (cols, n) = clip(floor(in (rows, n) . m (rows, cols)), lo, hi); m is padded to a
-// multiple of kCols columns with zeros, n is a multiple of kLanes. Column-major over the
-// latents or pixels, so that a block of kLanes of them by kCols outputs stays in registers
-// while the inputs stream by.
-void layer(const double* __restrict m, int64_t rows, int64_t cols, const double* __restrict in,
-           double* __restrict out, int64_t n, double lo, double hi) {
-  for (int64_t j0 = 0; j0 < cols; j0 += kCols) {
-    for (int64_t r0 = 0; r0 < n; r0 += kLanes) {
-      double acc[kCols][kLanes] = {};
-      for (int64_t k = 0; k < rows; ++k) {
-        const double* __restrict a = in + k * n + r0;
-        const double* __restrict w = m + k * cols + j0;
-        for (int64_t j = 0; j < kCols; ++j)
-          for (int64_t r = 0; r < kLanes; ++r) acc[j][r] += w[j] * a[r];
-      }
-      for (int64_t j = 0; j < kCols; ++j) {
-        double* __restrict o = out + (j0 + j) * n + r0;
-        for (int64_t r = 0; r < kLanes; ++r) o[r] = std::min(std::max(std::floor(acc[j][r]), lo), hi);
+// --- latent decoding ----------------------------------------------------------------------
+
+struct LatentParams {
+  const uint32_t* cdf;
+  int64_t alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra;
+};
+
+constexpr int64_t kPrefetch = 12;  // symbols ahead whose table rows are fetched while decoding
+
+// The symbols of one wave, decoded in order: per symbol its table row, centre, flat buffer
+// index and ring cell. one() decodes the next; step() does so if one is left, so that the
+// ARM of the next wave can call it between its blocks and keep the range decoder's serial
+// chain of dependent operations in flight beside its arithmetic.
+template <typename Index, bool kFast>
+struct WaveDecoder {
+  RangeDecoder main, escape;
+  LatentParams p;
+  int64_t stride, high_escape;
+  double* buffer;
+  const int32_t* rows = nullptr;
+  const int32_t* centers = nullptr;
+  const Index* where = nullptr;
+  double* const* cells = nullptr;
+  int64_t size = 0, cursor = 0;
+  int status = 0;  // an error code of coolchic_decode_latents, once one has occurred
+
+  WaveDecoder(const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
+              const LatentParams& params, double* buffer_)
+      : main(main_words, n_main), escape(escape_words, n_escape), p(params), stride(params.alphabet + 1),
+        high_escape(2 * params.radius), buffer(buffer_) {}
+
+  void start(const int32_t* rows_, const int32_t* centers_, const Index* where_, double* const* cells_, int64_t n) {
+    rows = rows_;
+    centers = centers_;
+    where = where_;
+    cells = cells_;
+    size = status ? 0 : n;
+    cursor = 0;
+    for (int64_t i = 0; i < std::min(size, kPrefetch); ++i) prefetch_row(p.cdf + rows[i] * stride, stride);
+  }
+  void fail(int code) {
+    status = code;
+    cursor = size;
+  }
+  inline void one() {
+    const int64_t i = cursor++;
+    if (i + kPrefetch < size) prefetch_row(p.cdf + rows[i + kPrefetch] * stride, stride);
+    const int s = main.decode<kFast>(p.cdf + rows[i] * stride, int(p.alphabet));
+    if (s < 0) return fail(1);
+    int64_t d = s - p.radius;
+    if (s == 0 || s == high_escape) {
+      const int64_t extra = decode_extra(escape, p.max_prefix, p.max_extra);
+      if (extra < 0) return fail(int(-extra));
+      d = (s == 0 ? -1 : 1) * (p.radius + extra);
+    }
+    const double v = double(centers[i] + d);
+    buffer[where[i]] = v;
+    *cells[i] = v;
+  }
+  void until(int64_t n) {
+    n = std::min(n, size);
+    while (cursor < n) one();
+  }
+  void operator()() {  // the step between two blocks of arithmetic
+    if (cursor < size) one();
+  }
+};
+
+// A run of one grid's latents in a wave: rows r0 .. r0 + n - 1, from order index `first`.
+struct Segment {
+  int64_t grid, r0, n, first;
+};
+
+// Where each latent lives (latents.Schedule): grid g's rows of row_width cells start at
+// starts[g] with CONTEXT_ROWS (2) zero rows, each row with 2 zero cells on either side;
+// wave t holds, grid by grid, the latents (r, t - slope * r) in increasing r. The decoder
+// keeps each grid's last `ring` waves in a small ring (slot t mod ring holds wave t as a
+// column over the rows, 2 zero rows first), where a context neighbour (dr, dc) of the
+// latents of a wave is a contiguous run of cells: the ARM reads it without a gather.
+struct Layout {
+  int64_t n_grids, row_width, slope, reach, ring;
+  std::vector<int64_t> starts, heights, dr, dc;
+  std::vector<int64_t> column, base;  // per grid: cells per ring slot, first cell in `cells`
+  std::vector<double> cells;
+
+  // false when the arguments do not describe such a schedule
+  template <typename Index>
+  bool init(int64_t n_grids_, const int64_t* starts_, int64_t row_width_, const Index* offsets, int64_t n_ctx) {
+    n_grids = n_grids_;
+    row_width = row_width_;
+    if (n_grids < 1 || row_width < 5 || n_ctx < 1 || starts_[0] < 0) return false;
+    starts.assign(starts_, starts_ + n_grids + 1);
+    for (int64_t g = 0; g < n_grids; ++g) {
+      const int64_t span = starts[g + 1] - starts[g];
+      if (span <= 2 * row_width || span % row_width) return false;
+      heights.push_back(span / row_width - 2);
+    }
+    slope = 1;
+    for (int64_t k = 0; k < n_ctx; ++k) {  // offset dr * row_width + dc with |dc| <= 2
+      const int64_t off = int64_t(offsets[k]);
+      const int64_t r = (off + 2 >= 0 ? off + 2 : off + 2 - row_width + 1) / row_width;  // floor
+      const int64_t c = off - r * row_width;
+      if (r < -2 || r > 0 || (r == 0 && c >= 0)) return false;  // not a causal neighbour
+      dr.push_back(r);
+      dc.push_back(c);
+      if (r < 0)
+        while (slope * r + c >= 0) ++slope;
+    }
+    if (row_width - slope < 1) return false;
+    reach = 0;
+    for (int64_t k = 0; k < n_ctx; ++k) reach = std::max(reach, -(slope * dr[k] + dc[k]));
+    for (ring = 2; ring < reach + 2; ring *= 2) {
+    }
+    int64_t total = 0;
+    for (int64_t g = 0; g < n_grids; ++g) {
+      column.push_back(heights[g] + 2 + kLanes);  // padding lanes of a block read past the end
+      base.push_back(total);
+      total += ring * column[g];
+    }
+    cells.assign(total, 0.0);
+    return true;
+  }
+  double* cell(int64_t g, int64_t t, int64_t r) { return cells.data() + base[g] + (t & (ring - 1)) * column[g] + r + 2; }
+
+  // The segments of wave t (order[0 .. count - 1]); false if they are not laid out as above.
+  template <typename Index>
+  bool segments(int64_t t, const Index* order, int64_t count, std::vector<Segment>& out) const {
+    out.clear();
+    const int64_t step = row_width - slope;  // flat distance between rows r and r + 1 of a wave
+    int64_t g = 0;
+    for (int64_t i = 0; i < count;) {
+      const int64_t at = int64_t(order[i]);
+      while (g < n_grids && at >= starts[g + 1]) ++g;
+      if (g == n_grids || at < starts[g]) return false;
+      const int64_t rel = at - starts[g] - 2 * row_width - 2 - t;  // r * step
+      if (rel < 0 || rel % step) return false;
+      const int64_t r = rel / step, c = t - slope * r;
+      if (r >= heights[g] || c < 0 || c >= row_width - 4) return false;
+      int64_t n = 1;
+      while (i + n < count && int64_t(order[i + n]) == at + n * step && r + n < heights[g] && c - slope * n >= 0) ++n;
+      out.push_back({g, r, n, i});
+      i += n;
+      ++g;  // a grid has one run per wave
+    }
+    return true;
+  }
+};
+
+// Per grid, where its part of a wave starts in the wave's order and which rows it holds.
+struct WaveIndex {
+  std::vector<int64_t> first, r0, n;
+  void build(const std::vector<Segment>& segs, int64_t n_grids, int64_t count) {
+    first.assign(n_grids, count);
+    r0.assign(n_grids, 0);
+    n.assign(n_grids, 0);
+    for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+      first[it->grid] = it->first;
+      r0[it->grid] = it->r0;
+      n[it->grid] = it->n;
+    }
+    for (int64_t g = n_grids - 2; g >= 0; --g)
+      if (!n[g]) first[g] = first[g + 1];
+  }
+  // symbols to decode before grid g's rows below r_end are all known
+  int64_t needed(int64_t g, int64_t r_end) const { return first[g] + std::min(std::max(r_end - r0[g], int64_t(0)), n[g]); }
+};
+
+// The symbols of one wave waiting to be decoded.
+template <typename Index>
+struct WaveQueue {
+  std::vector<int32_t> rows, centers;
+  std::vector<double*> cells;
+  explicit WaveQueue(int64_t most) : rows(most), centers(most), cells(most) {}
+};
+
+// See coolchic_decode_latents. Index: the integer type of order and offsets.
+template <typename Index, bool kFast>
+int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
+                   const Index* order, const int64_t* wave_bounds, int64_t n_waves, const Index* offsets,
+                   int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts, const Layers& arm,
+                   double act_max, const LatentParams& p, double* buffer) {
+  Layout lay;
+  if (!lay.init(n_grids, starts, row_width, offsets, n_ctx)) return 7;
+  int64_t most = 1;
+  for (int64_t w = 0; w < n_waves; ++w) {
+    if (wave_bounds[w + 1] < wave_bounds[w]) return 7;
+    most = std::max(most, wave_bounds[w + 1] - wave_bounds[w]);
+  }
+  WaveQueue<Index> cur(most), next(most);
+  std::vector<Segment> seg_cur, seg_next;
+  WaveIndex deps;
+  Activations act(arm, kLanes);
+  std::vector<double> last(2 * kLanes);
+  std::vector<const double*> ctx(n_ctx);
+  // per ring slot and grid, the rows that the wave in it wrote (cleared before reuse)
+  std::vector<int64_t> written(2 * lay.ring * n_grids, 0);
+  WaveDecoder<Index, kFast> dec(main_words, n_main, escape_words, n_escape, p, buffer);
+  const int64_t mu_mask = (int64_t(1) << p.mu_frac_bits) - 1, last_scale = p.n_scale - 1;
+
+  // the ARM over wave t (whose segments are segs) into q, decoding the previous wave's
+  // symbols as its blocks need them and between its layers
+  auto arm_wave = [&](int64_t t, const std::vector<Segment>& segs, WaveQueue<Index>& q) {
+    int64_t qi = 0;
+    for (const Segment& s : segs) {
+      for (int64_t b0 = 0; b0 < s.n; b0 += kLanes) {
+        const int64_t r = s.r0 + b0;  // the block's first row; its contexts lie in rows <= r + kLanes - 1
+        dec.until(deps.needed(s.grid, r + kLanes));
+        for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = lay.cell(s.grid, t + lay.slope * lay.dr[k] + lay.dc[k], r + lay.dr[k]);
+        run_layers(arm, ctx.data(), kLanes, act, act_max, last.data(), kLanes, -HUGE_VAL, HUGE_VAL, dec);
+        const int64_t m = std::min(kLanes, s.n - b0);
+        for (int64_t i = 0; i < m; ++i, ++qi) {  // (mean + half a step, ln-scale index) -> row, centre
+          const int64_t v0 = int64_t(last[i]);
+          const int64_t scale_index = std::min(std::max(int64_t(last[kLanes + i]), int64_t(0)), last_scale);
+          q.rows[qi] = int32_t((v0 & mu_mask) * p.n_scale + scale_index);
+          // floor(mu + 1/2): an arithmetic shift floors negative values too
+          q.centers[qi] = int32_t(std::min(std::max(v0 >> p.mu_frac_bits, -p.latent_max), p.latent_max));
+          q.cells[qi] = lay.cell(s.grid, t, r + i);
+        }
       }
     }
+  };
+
+  deps.build(seg_cur, n_grids, 0);
+  if (n_waves > 0) {
+    if (!lay.segments(0, order + wave_bounds[0], wave_bounds[1] - wave_bounds[0], seg_next)) return 7;
+    arm_wave(0, seg_next, next);  // nothing to decode yet: dec has no symbols
   }
+  for (int64_t t = 0; t < n_waves; ++t) {
+    std::swap(cur, next);
+    std::swap(seg_cur, seg_next);
+    const int64_t count = wave_bounds[t + 1] - wave_bounds[t];
+    // wave t's ring slot: clear the rows its previous wave wrote, note the ones t writes
+    const int64_t slot = t & (lay.ring - 1);
+    for (int64_t g = 0; g < n_grids; ++g) {
+      int64_t* w = written.data() + 2 * (slot * n_grids + g);
+      std::fill(lay.cell(g, t, w[0]), lay.cell(g, t, w[0] + w[1]), 0.0);
+      w[0] = w[1] = 0;
+    }
+    for (const Segment& s : seg_cur) {
+      int64_t* w = written.data() + 2 * (slot * n_grids + s.grid);
+      w[0] = s.r0;
+      w[1] = s.n;
+    }
+    deps.build(seg_cur, n_grids, count);
+    dec.start(cur.rows.data(), cur.centers.data(), order + wave_bounds[t], cur.cells.data(), count);
+    if (t + 1 < n_waves) {
+      if (!lay.segments(t + 1, order + wave_bounds[t + 1], wave_bounds[t + 2] - wave_bounds[t + 1], seg_next)) return 7;
+      arm_wave(t + 1, seg_next, next);
+    }
+    dec.until(count);
+    if (dec.status) return dec.status;
+  }
+  if (!dec.main.exhausted()) return 5;
+  if (!dec.escape.exhausted()) return 6;
+  return 0;
 }
 
-// Row-major (rows, cols) matrices, concatenated, with their columns padded to a multiple
-// of kCols (zero weights); returns the padded column counts.
-std::vector<int64_t> pad_columns(int64_t n_layers, const int64_t* dims, const double* matrices,
-                                 std::vector<double>& packed) {
-  std::vector<int64_t> padded(n_layers);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t rows = dims[2 * l], cols = dims[2 * l + 1];
-    padded[l] = (cols + kCols - 1) / kCols * kCols;
-    for (int64_t k = 0; k < rows; ++k)
-      for (int64_t j = 0; j < padded[l]; ++j) packed.push_back(j < cols ? matrices[k * cols + j] : 0.0);
-    matrices += rows * cols;
-  }
-  return padded;
-}
-
-// --- synthesis -------------------------------------------------------------------------
+// --- synthesis ----------------------------------------------------------------------------
 
 // One level's 2x upsampling: taps over 2^10 (coolchic.reconstruct.UPS_FRAC); output 2j
 // reads inputs j-2 .. j+1 with them, output 2j+1 inputs j-1 .. j+2 with them reversed;
 // inputs outside the axis read its nearest edge; every output is floored, then clipped to
 // +-2^36 (coolchic.reconstruct.UPS_MAX).
 constexpr double kUpsMax = 68719476736.0;  // 2^36
+constexpr double kUpsScale = 1.0 / 1024.0;
 
 struct Taps {
   double t[4];
   double out(double a, double b, double c, double d) const {
-    const double v = std::floor((t[0] * a + t[1] * b + t[2] * c + t[3] * d) * (1.0 / 1024.0));
+    const double v = std::floor((t[0] * a + t[1] * b + t[2] * c + t[3] * d) * kUpsScale);
     return std::min(std::max(v, -kUpsMax), kUpsMax);
   }
 };
 
 // One 2x pass along a row: n inputs -> n_out outputs (n_out <= 2n).
-void upsample_row(const double* __restrict in, int64_t n, double* __restrict out, int64_t n_out,
-                  const Taps& k) {
+void upsample_row(const double* __restrict in, int64_t n, double* __restrict out, int64_t n_out, const Taps& k) {
   auto at = [&](int64_t i) { return in[std::min(std::max(i, int64_t(0)), n - 1)]; };
   const Taps r{{k.t[3], k.t[2], k.t[1], k.t[0]}};
-  auto even = [&](int64_t j, double a, double b, double c, double d) {
-    if (2 * j < n_out) out[2 * j] = k.out(a, b, c, d);
-  };
-  auto odd = [&](int64_t j, double b, double c, double d, double e) {
-    if (2 * j + 1 < n_out) out[2 * j + 1] = r.out(b, c, d, e);
+  auto pair = [&](int64_t j) {
+    if (2 * j < n_out) out[2 * j] = k.out(at(j - 2), at(j - 1), at(j), at(j + 1));
+    if (2 * j + 1 < n_out) out[2 * j + 1] = r.out(at(j - 1), at(j), at(j + 1), at(j + 2));
   };
   const int64_t half = (n_out + 1) / 2;  // output pairs
   // interior: whole pairs (2j + 1 < n_out) whose inputs j - 2 .. j + 2 lie inside the row
   const int64_t lo = std::min<int64_t>(2, half), hi = std::max(lo, std::min(n_out / 2, n - 2));
-  for (int64_t j = 0; j < lo; ++j) {  // the edges read clamped inputs
-    even(j, at(j - 2), at(j - 1), at(j), at(j + 1));
-    odd(j, at(j - 1), at(j), at(j + 1), at(j + 2));
+  for (int64_t j = 0; j < lo; ++j) pair(j);  // the edges read clamped inputs
+  int64_t j = lo;
+  const Vec t0 = splat(k.t[0]), t1 = splat(k.t[1]), t2 = splat(k.t[2]), t3 = splat(k.t[3]);
+  const Vec scale = splat(kUpsScale), vmax = splat(kUpsMax), vmin = splat(-kUpsMax);
+  for (; j + kVec <= hi; j += kVec) {  // kVec pairs at a time, interleaved on the way out
+    const double* x = in + j;
+    const Vec a = load(x - 2), b = load(x - 1), c = load(x), d = load(x + 1), e = load(x + 2);
+    const Vec even = clip(vfloor((t0 * a + t1 * b + t2 * c + t3 * d) * scale), vmin, vmax);
+    const Vec odd = clip(vfloor((t3 * b + t2 * c + t1 * d + t0 * e) * scale), vmin, vmax);
+    double* o = out + 2 * j;
+    for (int64_t i = 0; i < kVec; ++i) {
+      o[2 * i] = even[i];
+      o[2 * i + 1] = odd[i];
+    }
   }
-  for (int64_t j = lo; j < hi; ++j) {
+  for (; j < hi; ++j) {
     const double* x = in + j;
     out[2 * j] = k.out(x[-2], x[-1], x[0], x[1]);
     out[2 * j + 1] = r.out(x[-1], x[0], x[1], x[2]);
   }
-  for (int64_t j = hi; j < half; ++j) {
-    even(j, at(j - 2), at(j - 1), at(j), at(j + 1));
-    odd(j, at(j - 1), at(j), at(j + 1), at(j + 2));
+  for (j = hi; j < half; ++j) pair(j);
+}
+
+// out[c] (c < n) from four input rows: the pass along the columns of one output row
+// (taps already in the order of the rows they multiply).
+void combine_rows(const double* const* row, const double* t, double* __restrict out, int64_t n) {
+  const Vec t0 = splat(t[0]), t1 = splat(t[1]), t2 = splat(t[2]), t3 = splat(t[3]);
+  const Vec scale = splat(kUpsScale), vmax = splat(kUpsMax), vmin = splat(-kUpsMax);
+  int64_t c = 0;
+  for (; c + kVec <= n; c += kVec) {
+    const Vec v = t0 * load(row[0] + c) + t1 * load(row[1] + c) + t2 * load(row[2] + c) + t3 * load(row[3] + c);
+    store(out + c, clip(vfloor(v * scale), vmin, vmax));
+  }
+  for (; c < n; ++c) {
+    const double v = std::floor((t[0] * row[0][c] + t[1] * row[1][c] + t[2] * row[2][c] + t[3] * row[3][c]) * kUpsScale);
+    out[c] = std::min(std::max(v, -kUpsMax), kUpsMax);
   }
 }
 
-// (h, w) -> (h, w_out) along the columns, then -> (h_out, w_out) along the rows; the row
-// pass combines four whole input rows at a time (vectorized over the columns).
-std::vector<double> upsample(const std::vector<double>& x, int64_t h, int64_t w, int64_t h_out,
-                             int64_t w_out, const Taps& k) {
+// The taps of output row o (phase o & 1) and the index of its first input row, o / 2 - 2
+// (even) or o / 2 - 1 (odd).
+inline int64_t row_taps(int64_t o, const Taps& k, double t[4]) {
+  const bool odd = o & 1;
+  for (int i = 0; i < 4; ++i) t[i] = k.t[odd ? 3 - i : i];
+  return (o >> 1) - 2 + (odd ? 1 : 0);
+}
+
+// (h, w) -> (h, w_out) along the columns, then -> (h_out, w_out) along the rows.
+std::vector<double> upsample(const std::vector<double>& x, int64_t h, int64_t w, int64_t h_out, int64_t w_out,
+                             const Taps& k) {
   std::vector<double> cols(h * w_out), out(h_out * w_out);
   for (int64_t r = 0; r < h; ++r) upsample_row(x.data() + r * w, w, cols.data() + r * w_out, w_out, k);
   for (int64_t o = 0; o < h_out; ++o) {
-    const int64_t j = o >> 1, first = j - 2 + (o & 1);
+    double t[4];
+    const int64_t first = row_taps(o, k, t);
     const double* row[4];
-    for (int64_t t = 0; t < 4; ++t) row[t] = cols.data() + std::min(std::max(first + t, int64_t(0)), h - 1) * w_out;
-    const double t0 = k.t[(o & 1) ? 3 : 0], t1 = k.t[(o & 1) ? 2 : 1];
-    const double t2 = k.t[(o & 1) ? 1 : 2], t3 = k.t[(o & 1) ? 0 : 3];
-    double* __restrict dst = out.data() + o * w_out;
-    for (int64_t c = 0; c < w_out; ++c) {
-      const double v = std::floor((t0 * row[0][c] + t1 * row[1][c] + t2 * row[2][c] + t3 * row[3][c]) * (1.0 / 1024.0));
-      dst[c] = std::min(std::max(v, -kUpsMax), kUpsMax);
-    }
+    for (int64_t i = 0; i < 4; ++i) row[i] = cols.data() + std::min(std::max(first + i, int64_t(0)), h - 1) * w_out;
+    combine_rows(row, t, out.data() + o * w_out, w_out);
   }
   return out;
 }
 
-}  // namespace
-
-
-// Decodes every latent into `buffer` (the flat float64 buffer of latents.Schedule, zeros
-// where nothing is decoded). Returns 0, or: 1 main stream invalid, 2 escape stream
-// invalid, 3 escape code too long, 4 escape value out of range, 5 main stream not read to
-// its end, 6 escape stream not read to its end.
-//
-// dims holds (rows, cols) of each of the n_layers matrices (row-major, concatenated in
-// `matrices`): rows = inputs + 1 (the constant 1), cols = outputs (+ 1 carrying the
-// constant on, hidden layers); the last layer has 2 columns: mean + half a step in
-// 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1).
-static int decode_latents(
-    const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
-    const int64_t* order, const int64_t* wave_bounds, int64_t n_waves,
-    const int64_t* offsets, int64_t n_ctx,
-    int64_t n_layers, const int64_t* dims, const double* matrices, double act_max,
-    const uint32_t* cdf, int64_t alphabet, int64_t radius,
-    int64_t mu_frac_bits, int64_t n_scale, int64_t latent_max,
-    int64_t max_prefix, int64_t max_extra, double* buffer) {
-  int64_t widest = 1, most = 1;
-  for (int64_t w = 0; w < n_waves; ++w) most = std::max(most, wave_bounds[w + 1] - wave_bounds[w]);
-  most = (most + kLanes - 1) / kLanes * kLanes;
-  std::vector<double> packed;
-  const std::vector<int64_t> padded = pad_columns(n_layers, dims, matrices, packed);
-  for (int64_t l = 0; l < n_layers; ++l) widest = std::max({widest, dims[2 * l], padded[l]});
-  std::vector<double> a(widest * most, 0.0), b(widest * most, 0.0);
-  RangeDecoder main(main_words, n_main), escape(escape_words, n_escape);
-  const int64_t mu_mask = (int64_t(1) << mu_frac_bits) - 1;
-  const int64_t high_escape = 2 * radius;
-
-  for (int64_t w = 0; w < n_waves; ++w) {
-    const int64_t start = wave_bounds[w], count = wave_bounds[w + 1] - start;
-    if (count == 0) continue;  // images narrower than the wavefront slope have empty waves
-    const int64_t n = (count + kLanes - 1) / kLanes * kLanes;  // padding lanes: computed, unused
-    const int64_t* where = order + start;
-    for (int64_t k = 0; k < n_ctx; ++k) {  // contexts (n_ctx + 1, n), the constant 1 last
-      double* row = a.data() + k * n;
-      for (int64_t r = 0; r < count; ++r) row[r] = buffer[where[r] + offsets[k]];
-      std::fill(row + count, row + n, 0.0);
-    }
-    std::fill(a.data() + n_ctx * n, a.data() + (n_ctx + 1) * n, 1.0);
-    double *in = a.data(), *out = b.data();
-    const double* m = packed.data();
-    for (int64_t l = 0; l < n_layers; ++l) {
-      const int64_t rows = dims[2 * l];
-      const bool hidden = l + 1 < n_layers;  // ReLU, bounded; the last layer only floored
-      layer(m, rows, padded[l], in, out, n, hidden ? 0.0 : -HUGE_VAL, hidden ? act_max : HUGE_VAL);
-      m += rows * padded[l];
-      std::swap(in, out);
-    }
-    const double* mean = in;  // (2, n) after the last swap
-    const double* log_scale = in + n;
-    for (int64_t r = 0; r < count; ++r) {
-      const int64_t v0 = int64_t(mean[r]);
-      const int64_t scale_index = std::min(std::max(int64_t(log_scale[r]), int64_t(0)), n_scale - 1);
-      const int64_t row = (v0 & mu_mask) * n_scale + scale_index;
-      // floor(mu + 1/2): an arithmetic shift floors negative values too
-      const int64_t center = std::min(std::max(v0 >> mu_frac_bits, -latent_max), latent_max);
-      const int s = main.decode(cdf + row * (alphabet + 1), int(alphabet));
-      if (s < 0) return 1;
-      int64_t d = s - radius;
-      if (s == 0 || s == high_escape) {
-        const int64_t extra = decode_extra(escape, max_prefix, max_extra);
-        if (extra < 0) return int(-extra);
-        d = (s == 0 ? -1 : 1) * (radius + extra);
-      }
-      buffer[where[r]] = double(center + d);
+// One output row of a residual 3x3 convolution: out[o][1 + c] = clip(in[o][1][1 + c] +
+// clip(floor(conv))) for c < w, where in[ci][ky] is input channel ci's row r - 1 + ky in
+// padded layout (cell 0 and w + 1 replicate the edges). The sums run from the bias over
+// the input channels, ky and kx in order. The last vector of the row runs past cell w
+// (into the row's spare cells; the caller then rewrites the border).
+template <int C>
+void conv_row(const double* const* in, double* const* out, int64_t channels_, int64_t w, const double* taps,
+              const double* bias, double act_max) {
+  const int64_t channels = C > 0 ? C : channels_;
+  constexpr int kMax = C > 0 ? C : 1;
+  const Vec vmax = splat(act_max), vmin = splat(-act_max);
+  for (int64_t o0 = 0; o0 < channels; o0 += kMax) {  // all outputs at once when C > 0
+    const int64_t nco = std::min<int64_t>(kMax, channels - o0);
+    for (int64_t c = 0; c < w; c += kVec) {
+      Vec acc[kMax];
+      for (int64_t o = 0; o < nco; ++o) acc[o] = splat(bias[o0 + o]);
+      for (int64_t ci = 0; ci < channels; ++ci)
+        for (int64_t ky = 0; ky < 3; ++ky)
+          for (int64_t kx = 0; kx < 3; ++kx) {
+            const Vec v = load(in[ci * 3 + ky] + c + kx);
+            for (int64_t o = 0; o < nco; ++o) acc[o] += splat(taps[(((o0 + o) * channels + ci) * 3 + ky) * 3 + kx]) * v;
+          }
+      for (int64_t o = 0; o < nco; ++o)
+        store(out[o0 + o] + 1 + c, clip(clip(vfloor(acc[o]), vmin, vmax) + load(in[(o0 + o) * 3 + 1] + 1 + c), vmin, vmax));
     }
   }
-  if (!main.exhausted()) return 5;
-  if (!escape.exhausted()) return 6;
-  return 0;
 }
 
-// The synthesis of coolchic.reconstruct.synthesize. grids: n_grids int64 planes (finest
-// first, grid k of shape shapes[2k] x shapes[2k+1]); the per-pixel layers as for the ARM
-// (input-major (inputs + 1, outputs [+ 1]) matrices at 2^-16, the last one's outputs are
-// the C channels); conv: n_conv residual 3x3 convolutions, each C*C*9 taps (out, in, ky,
-// kx) then C biases, folded to 2^-16; taps: (n_grids - 1, 4) upsampling taps over 2^10, row
-// l into grid l; image: (H, W, C) uint8 (bit_depth 8) or uint16.
-// Returns 0, or 1 when a size is out of range.
-static int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
-                        int64_t n_layers, const int64_t* dims, const double* matrices,
-                        int64_t n_conv, const double* conv, const double* taps, double act_max,
-                        int64_t bit_depth, void* image) {
-  const int64_t h = shapes[0], w = shapes[1], npx = h * w;
-  const int64_t channels = dims[2 * n_layers - 1];
-  if (n_grids < 1 || channels < 1 || dims[0] != n_grids + 1) return 1;
+// Rows of padded layout: pixel c of a row at cell 1 + c, the edges replicated in cells 0 and
+// w + 1, and spare cells after them up to the row stride (kVec or more) that vector loops
+// may touch.
+inline void fill_edges(double* row, int64_t w) {
+  row[0] = row[1];
+  row[w + 1] = row[w];
+}
+
+// A stage of the synthesis (the per-pixel layers' output, then each convolution's) as a
+// ring of `rows` rows per channel: row r of the image in slot r mod rows.
+struct Stage {
+  int64_t channels, rows, stride;
+  std::vector<double> data;
+  Stage(int64_t channels_, int64_t rows_, int64_t stride_)
+      : channels(channels_), rows(rows_), stride(stride_), data(channels_ * rows_ * stride_, 0.0) {}
+  double* row(int64_t c, int64_t r) { return data.data() + (c * rows + r % rows) * stride; }
+};
+
+// See coolchic_synthesize.
+int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes, const Layers& mlp,
+               int64_t n_conv, const double* conv, const double* taps, double act_max, int64_t bit_depth,
+               void* image) {
+  const int64_t h = shapes[0], w = shapes[1];
+  const int64_t channels = mlp.n_out[mlp.count - 1];
+  if (n_grids < 1 || h < 1 || w < 1 || !mlp.valid() || mlp.n_in[0] != n_grids) return 1;
   const double unit = 65536.0;  // 2^SYN_FRAC
-  // the inputs of the per-pixel layers: grid 0, then every coarser grid upsampled in a
-  // cascade (columns then rows at each level, floored after each pass)
-  std::vector<std::vector<double>> planes(n_grids);
-  for (int64_t k = 0; k < n_grids; ++k) {
+  // grids 1.. upsampled in a cascade to grid 1's size (columns then rows at each level,
+  // floored after each pass); the last level, into grid 0, runs band by band below
+  std::vector<std::vector<double>> coarse(n_grids);
+  for (int64_t k = 1; k < n_grids; ++k) {
     int64_t gh = shapes[2 * k], gw = shapes[2 * k + 1];
     std::vector<double> x(gh * gw);
     for (int64_t i = 0; i < gh * gw; ++i) x[i] = double(grids[k][i]) * unit;
-    for (int64_t l = k - 1; l >= 0; --l) {
-      const Taps k{{taps[4 * l], taps[4 * l + 1], taps[4 * l + 2], taps[4 * l + 3]}};
-      x = upsample(x, gh, gw, shapes[2 * l], shapes[2 * l + 1], k);
+    for (int64_t l = k - 1; l >= 1; --l) {
+      const Taps t{{taps[4 * l], taps[4 * l + 1], taps[4 * l + 2], taps[4 * l + 3]}};
+      x = upsample(x, gh, gw, shapes[2 * l], shapes[2 * l + 1], t);
       gh = shapes[2 * l];
       gw = shapes[2 * l + 1];
     }
-    planes[k] = std::move(x);
+    coarse[k] = std::move(x);
   }
-  std::vector<double> packed;
-  const std::vector<int64_t> padded = pad_columns(n_layers, dims, matrices, packed);
-  int64_t widest = 1;
-  for (int64_t l = 0; l < n_layers; ++l) widest = std::max({widest, dims[2 * l], padded[l]});
-  const int64_t chunk = 512;  // pixels per pass of the layers (a multiple of kLanes)
-  std::vector<double> a(widest * chunk), b(widest * chunk);
-  std::vector<double> y(channels * npx);  // (C, H * W)
-  for (int64_t p0 = 0; p0 < npx; p0 += chunk) {
-    const int64_t count = std::min(chunk, npx - p0);
-    for (int64_t k = 0; k < n_grids; ++k) {
-      std::copy(planes[k].data() + p0, planes[k].data() + p0 + count, a.data() + k * chunk);
-      std::fill(a.data() + k * chunk + count, a.data() + (k + 1) * chunk, 0.0);
-    }
-    std::fill(a.data() + n_grids * chunk, a.data() + (n_grids + 1) * chunk, 1.0);
-    double *in = a.data(), *out = b.data();
-    const double* m = packed.data();
-    for (int64_t l = 0; l < n_layers; ++l) {
-      const bool hidden = l + 1 < n_layers;
-      layer(m, dims[2 * l], padded[l], in, out, chunk, hidden ? 0.0 : -act_max, act_max);
-      m += dims[2 * l] * padded[l];
-      std::swap(in, out);
-    }
-    for (int64_t c = 0; c < channels; ++c) std::copy(in + c * chunk, in + c * chunk + count, y.data() + c * npx + p0);
-  }
-  // residual 3x3 convolutions, edges replicated: y = clip(y + clip(floor(conv(y))))
-  const int64_t pw = w + 2;
-  std::vector<double> src(channels * (h + 2) * pw), row(w);
-  for (int64_t layer_index = 0; layer_index < n_conv; ++layer_index) {
-    const double* taps = conv + layer_index * (channels * channels * 9 + channels);
-    const double* bias = taps + channels * channels * 9;
-    for (int64_t c = 0; c < channels; ++c) {  // padded copy of y
-      double* p = src.data() + c * (h + 2) * pw;
-      for (int64_t r = 0; r < h + 2; ++r) {
-        const double* line = y.data() + c * npx + std::min(std::max(r - 1, int64_t(0)), h - 1) * w;
-        double* dst = p + r * pw;
-        std::copy(line, line + w, dst + 1);
-        dst[0] = line[0];
-        dst[w + 1] = line[w - 1];
-      }
-    }
-    for (int64_t co = 0; co < channels; ++co) {
-      for (int64_t r = 0; r < h; ++r) {
-        std::fill(row.begin(), row.end(), bias[co]);
-        for (int64_t ci = 0; ci < channels; ++ci) {
-          const double* p = src.data() + ci * (h + 2) * pw;
-          for (int64_t ky = 0; ky < 3; ++ky) {
-            for (int64_t kx = 0; kx < 3; ++kx) {
-              const double t = taps[((co * channels + ci) * 3 + ky) * 3 + kx];
-              const double* line = p + (r + ky) * pw + kx;
-              for (int64_t c = 0; c < w; ++c) row[c] += t * line[c];
-            }
-          }
-        }
-        double* out = y.data() + co * npx + r * w;
-        const double* centre = src.data() + co * (h + 2) * pw + (r + 1) * pw + 1;
-        for (int64_t c = 0; c < w; ++c) {
-          const double v = std::min(std::max(std::floor(row[c]), -act_max), act_max);
-          out[c] = std::min(std::max(v + centre[c], -act_max), act_max);
-        }
-      }
-    }
-  }
-  // round to the output's integer levels: floor(y * max / 2^16 + 1/2), clipped
+  const Taps last{{taps[0], taps[1], taps[2], taps[3]}};
+  const int64_t h1 = n_grids > 1 ? shapes[2] : 0, w1 = n_grids > 1 ? shapes[3] : 0;
+
+  // Bands of `band` rows: the last upsampling level and the per-pixel layers over the
+  // lanes of the band's rows in padded layout (border and spare lanes computed, unused),
+  // then each convolution as far as the rows of its input allow, then the output's rows.
+  // Every stage is a ring of rows, so the working set stays in cache.
+  const int64_t stride = round_up(w + 2 + kVec, kLanes);  // cells per row
+  const int64_t band = std::max<int64_t>(4, 6144 / stride);
+  const int64_t xs = band * stride;  // plane stride of the band's inputs
+  std::vector<double> x(n_grids * xs, 0.0);
+  std::vector<const double*> x_rows(n_grids);
+  const int64_t col_rows = band + 8;  // ring of grid 1's rows upsampled along the columns
+  std::vector<double> cols(n_grids > 1 ? (n_grids - 1) * col_rows * w : 0);
+  auto col_row = [&](int64_t k, int64_t j) { return cols.data() + ((k - 1) * col_rows + j % col_rows) * w; };
+  int64_t cols_done = 0;
+  // rings of whole bands, at least band + n_conv + 2 rows: a stage writes at most that far
+  // ahead of the oldest row that the next one still reads
+  const int64_t ring = band * (1 + (n_conv + 2 + band - 1) / band);
+  std::vector<Stage> stages;
+  for (int64_t s = 0; s <= n_conv; ++s) stages.emplace_back(channels, ring, stride);
+  std::vector<int64_t> done(n_conv + 1, 0);
+  constexpr int64_t kPixels = 128;  // lanes per pass of the layers (activations in L1)
+  Activations act(mlp, kPixels);
+  NoStep no_step;
+  std::vector<const double*> conv_in(3 * channels);
+  std::vector<double*> conv_out(channels);
   const double max_value = double((int64_t(1) << bit_depth) - 1);
   const double factor = max_value / unit;
-  auto store = [&](auto* out) {
+  std::vector<double> line(channels * w);
+  int64_t stored = 0;
+  auto store_row = [&](auto* out, int64_t r) {  // floor(y * max / 2^16 + 1/2), clipped
+    Stage& y = stages[n_conv];
     for (int64_t c = 0; c < channels; ++c) {
-      const double* plane = y.data() + c * npx;
-      for (int64_t p = 0; p < npx; ++p)
-        out[p * channels + c] = std::min(std::max(std::floor(plane[p] * factor + 0.5), 0.0), max_value);
+      const double* src = y.row(c, r) + 1;
+      for (int64_t i = 0; i < w; ++i)
+        line[i * channels + c] = std::min(std::max(std::floor(src[i] * factor + 0.5), 0.0), max_value);
     }
+    auto* dst = out + r * w * channels;
+    for (int64_t i = 0; i < w * channels; ++i) dst[i] = static_cast<std::remove_reference_t<decltype(*out)>>(line[i]);
   };
-  if (bit_depth == 8) store(static_cast<uint8_t*>(image));
-  else store(static_cast<uint16_t*>(image));
+
+  for (int64_t o0 = 0; o0 < h; o0 += band) {
+    const int64_t o1 = std::min(h, o0 + band), nr = o1 - o0;
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t* g = grids[0] + (o0 + r) * w;
+      double* dst = x.data() + r * stride + 1;
+      for (int64_t c = 0; c < w; ++c) dst[c] = double(g[c]) * unit;
+    }
+    if (n_grids > 1) {
+      // grid 1's rows that output rows o0 .. o1 - 1 read: at most band / 2 + 6 of them
+      const int64_t j_hi = std::min(h1 - 1, ((o1 - 1) >> 1) + 2);
+      for (; cols_done <= j_hi; ++cols_done)
+        for (int64_t k = 1; k < n_grids; ++k)
+          upsample_row(coarse[k].data() + cols_done * w1, w1, col_row(k, cols_done), w, last);
+      for (int64_t k = 1; k < n_grids; ++k)
+        for (int64_t r = 0; r < nr; ++r) {
+          double t[4];
+          const int64_t first = row_taps(o0 + r, last, t);
+          const double* row[4];
+          for (int64_t i = 0; i < 4; ++i) row[i] = col_row(k, std::min(std::max(first + i, int64_t(0)), h1 - 1));
+          combine_rows(row, t, x.data() + k * xs + r * stride + 1, w);
+        }
+    }
+    Stage& y0 = stages[0];
+    const int64_t lanes = nr * stride;  // a multiple of kLanes
+    for (int64_t l0 = 0; l0 < lanes; l0 += kPixels) {
+      const int64_t n = std::min(kPixels, lanes - l0);
+      for (int64_t k = 0; k < n_grids; ++k) x_rows[k] = x.data() + k * xs + l0;
+      // the band's rows are consecutive slots of the ring (o0 is a multiple of band)
+      run_layers(mlp, x_rows.data(), n, act, act_max, y0.row(0, o0) + l0, y0.rows * stride, -act_max, act_max, no_step);
+    }
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t r = o0; r < o1; ++r) fill_edges(y0.row(c, r), w);
+    done[0] = o1;
+    for (int64_t s = 1; s <= n_conv; ++s) {
+      const double* t = conv + (s - 1) * (channels * channels * 9 + channels);
+      const double* bias = t + channels * channels * 9;
+      Stage &src = stages[s - 1], &dst = stages[s];
+      for (; done[s] < h && (done[s - 1] == h || done[s - 1] >= done[s] + 2); ++done[s]) {
+        const int64_t r = done[s];
+        for (int64_t c = 0; c < channels; ++c) {
+          for (int64_t ky = 0; ky < 3; ++ky) conv_in[c * 3 + ky] = src.row(c, std::min(std::max(r - 1 + ky, int64_t(0)), h - 1));
+          conv_out[c] = dst.row(c, r);
+        }
+        switch (channels) {
+          case 1: conv_row<1>(conv_in.data(), conv_out.data(), channels, w, t, bias, act_max); break;
+          case 3: conv_row<3>(conv_in.data(), conv_out.data(), channels, w, t, bias, act_max); break;
+          default: conv_row<0>(conv_in.data(), conv_out.data(), channels, w, t, bias, act_max); break;
+        }
+        for (int64_t c = 0; c < channels; ++c) fill_edges(conv_out[c], w);
+      }
+    }
+    for (; stored < done[n_conv]; ++stored) {
+      if (bit_depth == 8) store_row(static_cast<uint8_t*>(image), stored);
+      else store_row(static_cast<uint16_t*>(image), stored);
+    }
+  }
   return 0;
 }
 
+}  // namespace
+
 extern "C" {
 
-int coolchic_decoder_kernels_version() { return 2; }
+int coolchic_decoder_kernels_version() { return 3; }
 // SHA-256 of this file, passed by the build (coolchic.nativebuild): a library whose source
 // has changed since it was built is not loaded.
 #ifndef COOLCHIC_SOURCE_SHA
@@ -397,30 +843,65 @@ const char* coolchic_source_sha() { return COOLCHIC_SOURCE_SHA; }
 // a huge image returns kOutOfMemory instead).
 constexpr int kOutOfMemory = 100;
 
+// Decodes every latent into `buffer` (the flat float64 buffer of latents.Schedule, zeros
+// where nothing is decoded). Returns 0, or: 1 main stream invalid, 2 escape stream
+// invalid, 3 escape code too long, 4 escape value out of range, 5 main stream not read to
+// its end, 6 escape stream not read to its end, 7 arguments that do not describe a
+// schedule of latents.Schedule's layout or an ARM that fits it.
+//
+// order (N,) and offsets (n_ctx,) are int32 (index_bytes 4) or int64 (8); wave w is
+// order[wave_bounds[w] .. wave_bounds[w + 1] - 1]. The buffer's rows have row_width
+// cells; grid g's block is cells starts[g] .. starts[g + 1] - 1 (starts has n_grids + 1
+// entries). dims holds (inputs, outputs) of each of the n_layers layers of the ARM, params
+// their weights (inputs, outputs) input-major then biases, folded as in IntegerArm (hidden
+// layers at 2^-8, bounded by act_max); the last layer has 2 outputs: mean + half a step in
+// 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1).
 int coolchic_decode_latents(
     const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
-    const int64_t* order, const int64_t* wave_bounds, int64_t n_waves,
-    const int64_t* offsets, int64_t n_ctx,
-    int64_t n_layers, const int64_t* dims, const double* matrices, double act_max,
+    const void* order, int64_t index_bytes, const int64_t* wave_bounds, int64_t n_waves,
+    const void* offsets, int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts,
+    int64_t n_layers, const int64_t* dims, const double* params, double act_max,
     const uint32_t* cdf, int64_t alphabet, int64_t radius,
     int64_t mu_frac_bits, int64_t n_scale, int64_t latent_max,
     int64_t max_prefix, int64_t max_extra, double* buffer) {
   try {
-    return decode_latents(main_words, n_main, escape_words, n_escape, order, wave_bounds, n_waves,
-                          offsets, n_ctx, n_layers, dims, matrices, act_max, cdf, alphabet, radius,
-                          mu_frac_bits, n_scale, latent_max, max_prefix, max_extra, buffer);
+    const Layers arm(n_layers, dims, params);
+    if (!arm.valid() || arm.n_in[0] != n_ctx || arm.n_out[n_layers - 1] != 2) return 7;
+    const LatentParams p{cdf, alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra};
+    const bool fast = alphabet + 1 == kRow64;
+    if (index_bytes == 4) {
+      auto run = fast ? decode_latents<int32_t, true> : decode_latents<int32_t, false>;
+      return run(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order), wave_bounds,
+                 n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width, n_grids, starts, arm, act_max, p,
+                 buffer);
+    }
+    if (index_bytes == 8) {
+      auto run = fast ? decode_latents<int64_t, true> : decode_latents<int64_t, false>;
+      return run(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order), wave_bounds,
+                 n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width, n_grids, starts, arm, act_max, p,
+                 buffer);
+    }
+    return 7;
   } catch (...) {
     return kOutOfMemory;
   }
 }
 
+// The synthesis of coolchic.reconstruct.synthesize. grids: n_grids int64 planes (finest
+// first, grid k of shape shapes[2k] x shapes[2k+1]); the per-pixel layers as for the ARM
+// (dims (inputs, outputs), params weights input-major then biases, at 2^-16; the last
+// layer's outputs are the C channels); conv: n_conv residual 3x3 convolutions, each C*C*9
+// taps (out, in, ky, kx) then C biases, folded to 2^-16; taps: (n_grids - 1, 4)
+// upsampling taps over 2^10, row l into grid l; image: (H, W, C) uint8 (bit_depth 8) or
+// uint16. Returns 0, or 1 when a size is out of range.
 int coolchic_synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shapes,
-                        int64_t n_layers, const int64_t* dims, const double* matrices,
+                        int64_t n_layers, const int64_t* dims, const double* params,
                         int64_t n_conv, const double* conv, const double* taps, double act_max,
                         int64_t bit_depth, void* image) {
   try {
-    return synthesize(n_grids, grids, shapes, n_layers, dims, matrices, n_conv, conv, taps, act_max,
-                      bit_depth, image);
+    if (n_layers < 1 || n_conv < 0) return 1;
+    const Layers mlp(n_layers, dims, params);
+    return synthesize(n_grids, grids, shapes, mlp, n_conv, conv, taps, act_max, bit_depth, image);
   } catch (...) {
     return kOutOfMemory;
   }

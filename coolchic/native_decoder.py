@@ -26,7 +26,7 @@ from coolchic.entropy.fixedpoint import ACT_MAX, LATENT_MAX, IntegerArm
 from coolchic.entropy.tables import ALPHABET, MU_FRAC_BITS, N_SCALE, PROB_BITS, RADIUS, flat_table
 
 SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
-VERSION = 2  # coolchic_decoder_kernels_version() of SOURCE
+VERSION = 3  # coolchic_decoder_kernels_version() of SOURCE
 FLAGS = nativebuild.SOURCES["decoder_kernels.cpp"]
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _ERRORS = {
@@ -37,6 +37,7 @@ _ERRORS = {
     5: "Entropy data is inconsistent: the main stream has unread data.",
     6: "Entropy data is inconsistent: the escape stream has unread data.",
 }
+_BAD_ARGUMENTS = 7  # the schedule or the ARM does not have the layout the native code reads
 _OUT_OF_MEMORY = 100  # kOutOfMemory of SOURCE
 
 
@@ -57,9 +58,29 @@ def _ptr(a: np.ndarray) -> int:
 
 
 def _packed_layers(matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of each matrix as int64 (2 * L,), and the matrices row-major, concatenated."""
-    dims = np.array([s for m in matrices for s in m.shape], dtype=np.int64)
-    return dims, np.concatenate([np.ascontiguousarray(m, dtype=np.float64).ravel() for m in matrices])
+    """The augmented layer matrices of the numpy paths as the native code takes them.
+
+    Each matrix is (inputs + 1, outputs [+ 1]): its last row is the bias (it multiplies a
+    constant 1 input), and every hidden one has an extra last column (0, ..., 0, 1) that
+    carries that 1 on. Returns (inputs, outputs) per layer as int64 (2 * L,), and for each
+    layer its (inputs, outputs) weights input-major then its (outputs,) biases, float64,
+    concatenated.
+
+    Raises:
+        ValueError: a hidden matrix whose last column does not carry the constant.
+    """
+    dims, params = [], []
+    for i, m in enumerate(matrices):
+        m = np.asarray(m, dtype=np.float64)
+        n_out = m.shape[1] - (1 if i + 1 < len(matrices) else 0)
+        if n_out < m.shape[1]:
+            carry = np.zeros(m.shape[0])
+            carry[-1] = 1.0
+            if not np.array_equal(m[:, -1], carry):
+                raise ValueError("a hidden layer's last column must carry the constant 1")
+        dims += [m.shape[0] - 1, n_out]
+        params += [m[:-1, :n_out].ravel(), m[-1, :n_out]]
+    return np.array(dims, dtype=np.int64), np.concatenate(params)
 
 
 class DecoderKernels:
@@ -67,8 +88,8 @@ class DecoderKernels:
 
     def __init__(self, cdll: ctypes.CDLL):
         self._decode = cdll.coolchic_decode_latents
-        self._decode.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR,
-                                 _F64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR]
+        self._decode.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _PTR,
+                                 _I64, _PTR, _PTR, _F64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR]
         self._decode.restype = ctypes.c_int
         self._synthesize = cdll.coolchic_synthesize
         self._synthesize.argtypes = [_I64, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _F64, _I64, _PTR]
@@ -79,18 +100,23 @@ class DecoderKernels:
         """Decode every latent into `buffer` (float64, the schedule's flat buffer).
 
         Args:
-            order: (N,) flat index of each latent in decoding order.
+            order: (N,) int32 or int64 flat index of each latent in decoding order.
             wave_bounds: (n_waves + 1,) wave w is order[wave_bounds[w]:wave_bounds[w + 1]].
             offsets: (context,) flat offsets of the context neighbours.
+            buffer: the schedule's flat buffer (`latents.Schedule`, whose layout the native
+                code reads: grids in blocks of rows, latents by wave, grid, then row).
 
         Raises:
             EntropyError: the data cannot have come from the encoder (same tests as the
                 numpy path's `SymbolDecoder`).
+            ValueError: the arrays do not describe a schedule of that layout.
         """
         main, escape = split_streams(data)
-        order = np.ascontiguousarray(order, dtype=np.int64)
+        # the schedule's own int32 indices are used as they are (no copy of the order)
+        index = np.int32 if order.dtype == np.int32 and offsets.dtype == np.int32 else np.int64
+        order = np.ascontiguousarray(order, dtype=index)
+        offsets = np.ascontiguousarray(offsets, dtype=index)
         bounds = np.ascontiguousarray(wave_bounds, dtype=np.int64)
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         matrices = arm.matrices
         dims, packed = _packed_layers(matrices)
         cdf = _cdf_table()
@@ -98,13 +124,21 @@ class DecoderKernels:
             raise ValueError("buffer must be a contiguous float64 array")
         if offsets.size + 1 != matrices[0].shape[0]:
             raise ValueError("the ARM's input width does not match the context")
+        # latents.Schedule's layout: grid 0's block starts the buffer, and wave 0 holds the
+        # latent (0, 0) of every grid, 2 rows and 2 cells into its grid's block (the native
+        # code checks every latent's place against this and returns _BAD_ARGUMENTS if not)
+        n_grids = int(bounds[1] - bounds[0]) if bounds.size > 1 else 0
+        row_width = (int(order[0]) - 2) // 2 if order.size else 0
+        starts = np.append(order[:n_grids].astype(np.int64) - 2 * row_width - 2, buffer.size - 1)
         status = self._decode(
-            _ptr(main), main.size, _ptr(escape), escape.size, _ptr(order), _ptr(bounds), bounds.size - 1,
-            _ptr(offsets), offsets.size, len(matrices), _ptr(dims), _ptr(packed), float(ACT_MAX),
-            _ptr(cdf), ALPHABET, RADIUS, MU_FRAC_BITS, N_SCALE, LATENT_MAX, MAX_PREFIX, MAX_EXTRA,
-            _ptr(buffer))
+            _ptr(main), main.size, _ptr(escape), escape.size, _ptr(order), order.itemsize, _ptr(bounds),
+            bounds.size - 1, _ptr(offsets), offsets.size, row_width, n_grids, _ptr(starts), len(matrices),
+            _ptr(dims), _ptr(packed), float(ACT_MAX), _ptr(cdf), ALPHABET, RADIUS, MU_FRAC_BITS, N_SCALE,
+            LATENT_MAX, MAX_PREFIX, MAX_EXTRA, _ptr(buffer))
         if status == _OUT_OF_MEMORY:
             raise MemoryError("not enough memory to decode the latents")
+        if status == _BAD_ARGUMENTS:
+            raise ValueError("the native latent decoder cannot read this schedule or ARM")
         if status:
             raise EntropyError(_ERRORS.get(status, f"native latent decoder failed ({status})"))
 
