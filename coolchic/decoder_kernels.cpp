@@ -61,6 +61,15 @@ inline Vec splat(double x) {
   for (int64_t i = 0; i < kVec; ++i) v[i] = x;
   return v;
 }
+// *p in every element, as one load (the compiler would otherwise load a vector of weights
+// and shuffle it, which takes an arithmetic port from the multiply-adds)
+inline Vec splat_at(const double* p) {
+#if defined(__AVX__)
+  return (Vec)_mm256_broadcast_sd(p);
+#else
+  return splat(*p);
+#endif
+}
 inline Vec vfloor(Vec v) {
 #if defined(__AVX__)
   return (Vec)_mm256_floor_pd((__m256d)v);
@@ -77,6 +86,16 @@ inline Vec clip(Vec v, Vec lo, Vec hi) {
   return hi < v ? hi : v;
 }
 
+// acc + t * a. Fused into one rounding where the CPU has FMA: only for sums that are exact
+// whatever the order and rounding (the ARM's; see `dense_block`).
+inline Vec fused_madd(Vec t, Vec a, Vec acc) {
+#if defined(__FMA__) && defined(__AVX__)
+  return (Vec)_mm256_fmadd_pd((__m256d)t, (__m256d)a, (__m256d)acc);
+#else
+  return acc + t * a;
+#endif
+}
+
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // --- dense layers across lanes ------------------------------------------------------------
@@ -89,7 +108,11 @@ constexpr int kMaxJ = int(12 / kPerBlock);  // outputs per block: 12 vector accu
 // lo, hi) for j < J and the lanes r < n (a multiple of kLanes): J x kPerBlock accumulators
 // stay in registers while the inputs stream by. Each product is added in the order of k,
 // then the bias (the order of the augmented matrices' rows, whose last row is the bias).
-template <int J>
+// kFused: multiply-adds in one rounding where the CPU has them, for the ARM, whose sums are
+// exact for any input (IntegerArm: |weights| <= 2^15, contexts within 2^21 even from corrupt
+// data, activations within 2^30, fan-in <= 64: every partial sum below 2^52 units of its
+// layer's step), so that fusing cannot change a bit; the synthesis' layers are not fused.
+template <int J, bool kFused>
 void dense_block(const double* __restrict w, const double* __restrict b, int64_t n_in, int64_t n_out, int64_t j0,
                  const double* const* in, int64_t n, double* __restrict out, int64_t so, double lo, double hi) {
   const Vec vlo = splat(lo), vhi = splat(hi);
@@ -102,8 +125,11 @@ void dense_block(const double* __restrict w, const double* __restrict b, int64_t
       for (int64_t l = 0; l < kPerBlock; ++l) a[l] = load(in[k] + r + l * kVec);
       const double* wk = w + k * n_out + j0;
       for (int j = 0; j < J; ++j) {
-        const Vec t = splat(wk[j]);
-        for (int64_t l = 0; l < kPerBlock; ++l) acc[j][l] += t * a[l];
+        const Vec t = splat_at(wk + j);
+        for (int64_t l = 0; l < kPerBlock; ++l) {
+          if constexpr (kFused) acc[j][l] = fused_madd(t, a[l], acc[j][l]);
+          else acc[j][l] += t * a[l];
+        }
       }
     }
     for (int j = 0; j < J; ++j) {
@@ -116,9 +142,12 @@ void dense_block(const double* __restrict w, const double* __restrict b, int64_t
 
 using BlockFn = void (*)(const double*, const double*, int64_t, int64_t, int64_t, const double* const*, int64_t,
                          double*, int64_t, double, double);
-constexpr BlockFn kBlocks[] = {nullptr, dense_block<1>, dense_block<2>, dense_block<3>,
-                               dense_block<4>, dense_block<5>, dense_block<6>};
-static_assert(kMaxJ < int(sizeof kBlocks / sizeof kBlocks[0]), "a block width without its kernel");
+constexpr BlockFn kBlocks[2][7] = {
+    {nullptr, dense_block<1, false>, dense_block<2, false>, dense_block<3, false>, dense_block<4, false>,
+     dense_block<5, false>, dense_block<6, false>},
+    {nullptr, dense_block<1, true>, dense_block<2, true>, dense_block<3, true>, dense_block<4, true>,
+     dense_block<5, true>, dense_block<6, true>}};
+static_assert(kMaxJ < 7, "a block width without its kernel");
 
 struct NoStep {
   void operator()() const {}
@@ -128,13 +157,13 @@ struct NoStep {
 // out[j * so + r]; w (n_in, n_out) input-major, then b (n_out,). The outputs go in balanced
 // blocks of at most kMaxJ; step() runs after each block (the latent decoder decodes a
 // symbol there, overlapping the range decoder's serial chain with this arithmetic).
-template <class Step>
+template <bool kFused, class Step>
 void dense(const double* w, const double* b, int64_t n_in, int64_t n_out, const double* const* in, int64_t n,
            double* out, int64_t so, double lo, double hi, Step& step) {
   const int64_t blocks = (n_out + kMaxJ - 1) / kMaxJ;
   for (int64_t i = 0, j0 = 0; i < blocks; ++i) {
     const int64_t width = (n_out - j0 + (blocks - i) - 1) / (blocks - i);
-    kBlocks[width](w, b, n_in, n_out, j0, in, n, out, so, lo, hi);
+    kBlocks[kFused][width](w, b, n_in, n_out, j0, in, n, out, so, lo, hi);
     j0 += width;
     step();
   }
@@ -187,16 +216,16 @@ struct Activations {
 // Every layer of `net` over lanes r < n (n <= act.lanes, a multiple of kLanes): the hidden
 // ones ReLU and bounded by act_max, the last one clipped to [last_lo, last_hi] into out
 // (row stride so).
-template <class Step>
+template <bool kFused, class Step>
 void run_layers(const Layers& net, const double* const* in, int64_t n, Activations& act, double act_max,
                 double* out, int64_t so, double last_lo, double last_hi, Step& step) {
   for (int64_t l = 0; l < net.count; ++l) {
     if (l + 1 < net.count) {
       double* h = act.data[l & 1].data();
-      dense(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, h, act.lanes, 0.0, act_max, step);
+      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, h, act.lanes, 0.0, act_max, step);
       in = act.rows[l & 1].data();
     } else {
-      dense(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, out, so, last_lo, last_hi, step);
+      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, out, so, last_lo, last_hi, step);
     }
   }
 }
@@ -518,7 +547,7 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
         const int64_t r = s.r0 + b0;  // the block's first row; its contexts lie in rows <= r + kLanes - 1
         dec.until(deps.needed(s.grid, r + kLanes));
         for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = lay.cell(s.grid, t + lay.slope * lay.dr[k] + lay.dc[k], r + lay.dr[k]);
-        run_layers(arm, ctx.data(), kLanes, act, act_max, last.data(), kLanes, -HUGE_VAL, HUGE_VAL, dec);
+        run_layers<true>(arm, ctx.data(), kLanes, act, act_max, last.data(), kLanes, -HUGE_VAL, HUGE_VAL, dec);
         const int64_t m = std::min(kLanes, s.n - b0);
         for (int64_t i = 0; i < m; ++i, ++qi) {  // (mean + half a step, ln-scale index) -> row, centre
           const int64_t v0 = int64_t(last[i]);
@@ -677,7 +706,7 @@ void conv_row(const double* const* in, double* const* out, int64_t channels_, in
         for (int64_t ky = 0; ky < 3; ++ky)
           for (int64_t kx = 0; kx < 3; ++kx) {
             const Vec v = load(in[ci * 3 + ky] + c + kx);
-            for (int64_t o = 0; o < nco; ++o) acc[o] += splat(taps[(((o0 + o) * channels + ci) * 3 + ky) * 3 + kx]) * v;
+            for (int64_t o = 0; o < nco; ++o) acc[o] += splat_at(taps + (((o0 + o) * channels + ci) * 3 + ky) * 3 + kx) * v;
           }
       for (int64_t o = 0; o < nco; ++o)
         store(out[o0 + o] + 1 + c, clip(clip(vfloor(acc[o]), vmin, vmax) + load(in[(o0 + o) * 3 + 1] + 1 + c), vmin, vmax));
@@ -796,7 +825,7 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
       const int64_t n = std::min(kPixels, lanes - l0);
       for (int64_t k = 0; k < n_grids; ++k) x_rows[k] = x.data() + k * xs + l0;
       // the band's rows are consecutive slots of the ring (o0 is a multiple of band)
-      run_layers(mlp, x_rows.data(), n, act, act_max, y0.row(0, o0) + l0, y0.rows * stride, -act_max, act_max, no_step);
+      run_layers<false>(mlp, x_rows.data(), n, act, act_max, y0.row(0, o0) + l0, y0.rows * stride, -act_max, act_max, no_step);
     }
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t r = o0; r < o1; ++r) fill_edges(y0.row(c, r), w);
