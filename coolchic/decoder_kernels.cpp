@@ -230,6 +230,93 @@ void run_layers(const Layers& net, const double* const* in, int64_t n, Activatio
   }
 }
 
+// --- the ARM's usual shapes, with their sizes known to the compiler ---------------------
+
+// dense_block (fused) for one block of kLanes lanes, with the input and output counts
+// known at compile time: unrolled, inlined, its accumulators kept in registers; the same
+// sums.
+template <int NIN, int NOUT, int J>
+[[gnu::always_inline]] inline void fixed_block(const double* __restrict w, const double* __restrict b, int j0,
+                                               const double* const* in, double* __restrict out, Vec lo, Vec hi) {
+  Vec acc[J][kPerBlock];
+  for (int j = 0; j < J; ++j)
+    for (int64_t l = 0; l < kPerBlock; ++l) acc[j][l] = Vec{};
+  for (int k = 0; k < NIN; ++k) {
+    Vec a[kPerBlock];
+    for (int64_t l = 0; l < kPerBlock; ++l) a[l] = load(in[k] + l * kVec);
+    for (int j = 0; j < J; ++j) {
+      const Vec t = splat_at(w + k * NOUT + j0 + j);
+      for (int64_t l = 0; l < kPerBlock; ++l) acc[j][l] = fused_madd(t, a[l], acc[j][l]);
+    }
+  }
+  for (int j = 0; j < J; ++j) {
+    const Vec bias = splat_at(b + j0 + j);
+    for (int64_t l = 0; l < kPerBlock; ++l) store(out + (j0 + j) * kLanes + l * kVec, clip(vfloor(acc[j][l] + bias), lo, hi));
+  }
+}
+
+// The output blocks J0 .. NOUT - 1 of a layer, JW wide (the balanced widths of `dense`),
+// with step() after each.
+template <int NIN, int NOUT, int J0, int JW, class Step>
+[[gnu::always_inline]] inline void fixed_blocks(const double* w, const double* b, const double* const* in, double* out,
+                                                Vec lo, Vec hi, Step& step) {
+  if constexpr (J0 < NOUT) {
+    constexpr int J = JW < NOUT - J0 ? JW : NOUT - J0;
+    fixed_block<NIN, NOUT, J>(w, b, J0, in, out, lo, hi);
+    step();
+    fixed_blocks<NIN, NOUT, J0 + J, JW>(w, b, in, out, lo, hi, step);
+  }
+}
+
+template <int NIN, int NOUT, class Step>
+[[gnu::always_inline]] inline void fixed_layer(const double* w, const double* b, const double* const* in, double* out,
+                                               double lo, double hi, Step& step) {
+  constexpr int blocks = (NOUT + kMaxJ - 1) / kMaxJ;
+  fixed_blocks<NIN, NOUT, 0, (NOUT + blocks - 1) / blocks>(w, b, in, out, splat(lo), splat(hi), step);
+}
+
+// The ARM of C contexts, hidden layers of H1 and (unless 0) H2, over kLanes lanes: in[k]
+// the lanes of context k, out (2, kLanes). What run_layers computes, with these sizes.
+template <int C, int H1, int H2>
+struct FixedArm {
+  const Layers& net;
+  double act_max;
+  alignas(32) double h0[H1 * kLanes];
+  alignas(32) double h1[(H2 ? H2 : 1) * kLanes];
+  const double* rows0[H1];
+  const double* rows1[H2 ? H2 : 1];
+
+  static bool matches(const Layers& a) {
+    return a.count == (H2 ? 3 : 2) && a.n_in[0] == C && a.n_out[0] == H1 && (!H2 || a.n_out[1] == H2);
+  }
+  FixedArm(const Layers& net_, double act_max_) : net(net_), act_max(act_max_) {
+    for (int k = 0; k < H1; ++k) rows0[k] = h0 + k * kLanes;
+    for (int k = 0; k < (H2 ? H2 : 1); ++k) rows1[k] = h1 + k * kLanes;
+  }
+  template <class Step>
+  void run(const double* const* in, double* out, Step& step) {
+    fixed_layer<C, H1>(net.w[0], net.b[0], in, h0, 0.0, act_max, step);
+    if constexpr (H2 > 0) {
+      fixed_layer<H1, H2>(net.w[1], net.b[1], rows0, h1, 0.0, act_max, step);
+      fixed_layer<H2, 2>(net.w[2], net.b[2], rows1, out, -HUGE_VAL, HUGE_VAL, step);
+    } else {
+      fixed_layer<H1, 2>(net.w[1], net.b[1], rows0, out, -HUGE_VAL, HUGE_VAL, step);
+    }
+  }
+};
+
+// Any other ARM: the sizes at run time.
+struct GenericArm {
+  const Layers& net;
+  double act_max;
+  Activations act;
+  GenericArm(const Layers& net_, double act_max_) : net(net_), act_max(act_max_), act(net_, kLanes) {}
+  template <class Step>
+  void run(const double* const* in, double* out, Step& step) {
+    run_layers<true>(net, in, kLanes, act, act_max, out, kLanes, -HUGE_VAL, HUGE_VAL, step);
+  }
+};
+
 // --- range decoding -----------------------------------------------------------------------
 
 constexpr int kPrecision = 24;                     // probability bits
@@ -515,11 +602,11 @@ struct WaveQueue {
 };
 
 // See coolchic_decode_latents. Index: the integer type of order and offsets.
-template <typename Index, bool kFast>
+template <typename Index, bool kFast, class Arm>
 int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
                    const Index* order, const int64_t* wave_bounds, int64_t n_waves, const Index* offsets,
-                   int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts, const Layers& arm,
-                   double act_max, const LatentParams& p, double* buffer) {
+                   int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts, Arm& arm,
+                   const LatentParams& p, double* buffer) {
   Layout lay;
   if (!lay.init(n_grids, starts, row_width, offsets, n_ctx)) return 7;
   int64_t most = 1;
@@ -530,9 +617,8 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
   WaveQueue<Index> cur(most), next(most);
   std::vector<Segment> seg_cur, seg_next;
   WaveIndex deps;
-  Activations act(arm, kLanes);
-  std::vector<double> last(2 * kLanes);
-  std::vector<const double*> ctx(n_ctx);
+  alignas(32) double last[2 * kLanes];
+  std::vector<const double*> base(n_ctx), ctx(n_ctx);
   // per ring slot and grid, the rows that the wave in it wrote (cleared before reuse)
   std::vector<int64_t> written(2 * lay.ring * n_grids, 0);
   WaveDecoder<Index, kFast> dec(main_words, n_main, escape_words, n_escape, p, buffer);
@@ -543,11 +629,12 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
   auto arm_wave = [&](int64_t t, const std::vector<Segment>& segs, WaveQueue<Index>& q) {
     int64_t qi = 0;
     for (const Segment& s : segs) {
+      for (int64_t k = 0; k < n_ctx; ++k) base[k] = lay.cell(s.grid, t + lay.slope * lay.dr[k] + lay.dc[k], s.r0 + lay.dr[k]);
       for (int64_t b0 = 0; b0 < s.n; b0 += kLanes) {
         const int64_t r = s.r0 + b0;  // the block's first row; its contexts lie in rows <= r + kLanes - 1
         dec.until(deps.needed(s.grid, r + kLanes));
-        for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = lay.cell(s.grid, t + lay.slope * lay.dr[k] + lay.dc[k], r + lay.dr[k]);
-        run_layers<true>(arm, ctx.data(), kLanes, act, act_max, last.data(), kLanes, -HUGE_VAL, HUGE_VAL, dec);
+        for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = base[k] + b0;
+        arm.run(ctx.data(), last, dec);
         const int64_t m = std::min(kLanes, s.n - b0);
         for (int64_t i = 0; i < m; ++i, ++qi) {  // (mean + half a step, ln-scale index) -> row, centre
           const int64_t v0 = int64_t(last[i]);
@@ -897,20 +984,40 @@ int coolchic_decode_latents(
     const Layers arm(n_layers, dims, params);
     if (!arm.valid() || arm.n_in[0] != n_ctx || arm.n_out[n_layers - 1] != 2) return 7;
     const LatentParams p{cdf, alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra};
-    const bool fast = alphabet + 1 == kRow64;
-    if (index_bytes == 4) {
-      auto run = fast ? decode_latents<int32_t, true> : decode_latents<int32_t, false>;
-      return run(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order), wave_bounds,
-                 n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width, n_grids, starts, arm, act_max, p,
-                 buffer);
+    auto run = [&](auto& net) -> int {
+      using Net = std::remove_reference_t<decltype(net)>;
+      const bool fast = alphabet + 1 == kRow64;
+      if (index_bytes == 4) {
+        auto go = fast ? decode_latents<int32_t, true, Net> : decode_latents<int32_t, false, Net>;
+        return go(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order), wave_bounds,
+                  n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width, n_grids, starts, net, p, buffer);
+      }
+      if (index_bytes == 8) {
+        auto go = fast ? decode_latents<int64_t, true, Net> : decode_latents<int64_t, false, Net>;
+        return go(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order), wave_bounds,
+                  n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width, n_grids, starts, net, p, buffer);
+      }
+      return 7;
+    };
+    // the ARMs of coolchic.config.ARCHS with their sizes compiled in; any other at run time
+    if (FixedArm<12, 12, 12>::matches(arm)) {
+      FixedArm<12, 12, 12> net(arm, act_max);
+      return run(net);
     }
-    if (index_bytes == 8) {
-      auto run = fast ? decode_latents<int64_t, true> : decode_latents<int64_t, false>;
-      return run(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order), wave_bounds,
-                 n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width, n_grids, starts, arm, act_max, p,
-                 buffer);
+    if (FixedArm<12, 12, 0>::matches(arm)) {
+      FixedArm<12, 12, 0> net(arm, act_max);
+      return run(net);
     }
-    return 7;
+    if (FixedArm<8, 8, 0>::matches(arm)) {
+      FixedArm<8, 8, 0> net(arm, act_max);
+      return run(net);
+    }
+    if (FixedArm<8, 8, 8>::matches(arm)) {
+      FixedArm<8, 8, 8> net(arm, act_max);
+      return run(net);
+    }
+    GenericArm net(arm, act_max);
+    return run(net);
   } catch (...) {
     return kOutOfMemory;
   }

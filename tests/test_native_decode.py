@@ -45,6 +45,10 @@ CASES = [  # (height, width, grids, context, hidden, spread)
     (17, 33, 5, 8, (8, 8, 8), 0.3),
     (24, 24, 5, 1, (), 60.0),  # no hidden layer; many escapes
     (13, 70, 3, 12, (64,), 8.0),  # widest layer allowed
+    # the ARMs of coolchic.config.ARCHS, which the native decoder runs with their sizes
+    # compiled in (the cases above run its general path, and default's and mid's too)
+    (21, 37, 6, 8, (8,), 4.0),  # lite, lite-noconv
+    (26, 19, 5, 8, (8, 8), 6.0),  # synth, lop
 ]
 
 
