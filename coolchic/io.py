@@ -279,10 +279,13 @@ def _encode_png16(array: np.ndarray) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16-bit RGB, no interlace
-    return (_PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
+    return (_PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, PNG_LEVEL))
             + chunk(b"IEND", b""))
 
 
+# zlib level of written PNGs: on a decoded Kodak image, level 3 wrote in 0.074 s what level 6
+# (zlib's default) wrote in 0.204 s, for 13 % more bytes; a decode command waits for it
+PNG_LEVEL = 3
 # extensions whose Pillow writer `Image.preinit` loads, with Pillow's format name for each
 QUICK_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".bmp": "BMP"}
 
@@ -331,7 +334,8 @@ def write_image(path: str | os.PathLike, array: np.ndarray, bit_depth: int) -> N
         pixels = array.astype(np.uint8 if bit_depth == 8 else np.uint16)
         buffer = io.BytesIO()
         try:
-            Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(buffer, format=fmt)
+            options = {"compress_level": PNG_LEVEL} if fmt == "PNG" else {}
+            Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(buffer, format=fmt, **options)
         except Exception as exc:  # Pillow's writers raise OSError, ValueError, KeyError, ...
             raise ImageError(f"cannot write a {bit_depth}-bit {'gray' if channels == 1 else 'RGB'}"
                              f" image as {fmt}: {exc}") from None
