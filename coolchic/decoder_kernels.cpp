@@ -96,6 +96,21 @@ inline Vec fused_madd(Vec t, Vec a, Vec acc) {
 #endif
 }
 
+// o[2i] = even[i], o[2i + 1] = odd[i] for i < kVec
+inline void store_interleaved(double* o, Vec even, Vec odd) {
+#if defined(__AVX__)
+  const __m256d lo = _mm256_unpacklo_pd((__m256d)even, (__m256d)odd);  // e0 o0 e2 o2
+  const __m256d hi = _mm256_unpackhi_pd((__m256d)even, (__m256d)odd);  // e1 o1 e3 o3
+  _mm256_storeu_pd(o, _mm256_permute2f128_pd(lo, hi, 0x20));
+  _mm256_storeu_pd(o + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
+#else
+  for (int64_t i = 0; i < kVec; ++i) {
+    o[2 * i] = even[i];
+    o[2 * i + 1] = odd[i];
+  }
+#endif
+}
+
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // --- dense layers across lanes ------------------------------------------------------------
@@ -720,11 +735,7 @@ void upsample_row(const double* __restrict in, int64_t n, double* __restrict out
     const Vec a = load(x - 2), b = load(x - 1), c = load(x), d = load(x + 1), e = load(x + 2);
     const Vec even = clip(vfloor((t0 * a + t1 * b + t2 * c + t3 * d) * scale), vmin, vmax);
     const Vec odd = clip(vfloor((t3 * b + t2 * c + t1 * d + t0 * e) * scale), vmin, vmax);
-    double* o = out + 2 * j;
-    for (int64_t i = 0; i < kVec; ++i) {
-      o[2 * i] = even[i];
-      o[2 * i + 1] = odd[i];
-    }
+    store_interleaved(out + 2 * j, even, odd);
   }
   for (; j < hi; ++j) {
     const double* x = in + j;
@@ -783,20 +794,29 @@ void conv_row(const double* const* in, double* const* out, int64_t channels_, in
               const double* bias, double act_max) {
   const int64_t channels = C > 0 ? C : channels_;
   constexpr int kMax = C > 0 ? C : 1;
+  constexpr int64_t kL = C > 0 && C <= 3 ? 2 : 1;  // vectors per block: each tap loaded once for them
   const Vec vmax = splat(act_max), vmin = splat(-act_max);
   for (int64_t o0 = 0; o0 < channels; o0 += kMax) {  // all outputs at once when C > 0
     const int64_t nco = std::min<int64_t>(kMax, channels - o0);
-    for (int64_t c = 0; c < w; c += kVec) {
-      Vec acc[kMax];
-      for (int64_t o = 0; o < nco; ++o) acc[o] = splat(bias[o0 + o]);
+    for (int64_t c = 0; c < w; c += kL * kVec) {
+      Vec acc[kMax][kL];
+      for (int64_t o = 0; o < nco; ++o)
+        for (int64_t l = 0; l < kL; ++l) acc[o][l] = splat(bias[o0 + o]);
       for (int64_t ci = 0; ci < channels; ++ci)
         for (int64_t ky = 0; ky < 3; ++ky)
           for (int64_t kx = 0; kx < 3; ++kx) {
-            const Vec v = load(in[ci * 3 + ky] + c + kx);
-            for (int64_t o = 0; o < nco; ++o) acc[o] += splat_at(taps + (((o0 + o) * channels + ci) * 3 + ky) * 3 + kx) * v;
+            Vec v[kL];
+            for (int64_t l = 0; l < kL; ++l) v[l] = load(in[ci * 3 + ky] + c + l * kVec + kx);
+            for (int64_t o = 0; o < nco; ++o) {
+              const Vec t = splat_at(taps + (((o0 + o) * channels + ci) * 3 + ky) * 3 + kx);
+              for (int64_t l = 0; l < kL; ++l) acc[o][l] += t * v[l];
+            }
           }
       for (int64_t o = 0; o < nco; ++o)
-        store(out[o0 + o] + 1 + c, clip(clip(vfloor(acc[o]), vmin, vmax) + load(in[(o0 + o) * 3 + 1] + 1 + c), vmin, vmax));
+        for (int64_t l = 0; l < kL; ++l) {
+          const int64_t at = 1 + c + l * kVec;
+          store(out[o0 + o] + at, clip(clip(vfloor(acc[o][l]), vmin, vmax) + load(in[(o0 + o) * 3 + 1] + at), vmin, vmax));
+        }
     }
   }
 }
@@ -849,7 +869,7 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
   // lanes of the band's rows in padded layout (border and spare lanes computed, unused),
   // then each convolution as far as the rows of its input allow, then the output's rows.
   // Every stage is a ring of rows, so the working set stays in cache.
-  const int64_t stride = round_up(w + 2 + kVec, kLanes);  // cells per row
+  const int64_t stride = round_up(w + 2 + 2 * kVec, kLanes);  // cells per row
   const int64_t band = std::max<int64_t>(4, 6144 / stride);
   const int64_t xs = band * stride;  // plane stride of the band's inputs
   std::vector<double> x(n_grids * xs, 0.0);
@@ -871,17 +891,24 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
   std::vector<double*> conv_out(channels);
   const double max_value = double((int64_t(1) << bit_depth) - 1);
   const double factor = max_value / unit;
-  std::vector<double> line(channels * w);
   int64_t stored = 0;
+  const Vec vfactor = splat(factor), vhalf = splat(0.5), vzero = splat(0.0), vtop = splat(max_value);
+  typedef int32_t Ints __attribute__((vector_size(4 * kVec)));
+  std::vector<int32_t> line(channels * stride);
   auto store_row = [&](auto* out, int64_t r) {  // floor(y * max / 2^16 + 1/2), clipped
     Stage& y = stages[n_conv];
-    for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t c = 0; c < channels; ++c) {  // into line (C, w + spare), then interleaved
       const double* src = y.row(c, r) + 1;
-      for (int64_t i = 0; i < w; ++i)
-        line[i * channels + c] = std::min(std::max(std::floor(src[i] * factor + 0.5), 0.0), max_value);
+      int32_t* dst = line.data() + c * stride;
+      for (int64_t i = 0; i < w; i += kVec) {
+        const Ints v = __builtin_convertvector(clip(vfloor(load(src + i) * vfactor + vhalf), vzero, vtop), Ints);
+        std::memcpy(dst + i, &v, sizeof v);
+      }
     }
     auto* dst = out + r * w * channels;
-    for (int64_t i = 0; i < w * channels; ++i) dst[i] = static_cast<std::remove_reference_t<decltype(*out)>>(line[i]);
+    using T = std::remove_reference_t<decltype(*out)>;
+    for (int64_t i = 0; i < w; ++i)
+      for (int64_t c = 0; c < channels; ++c) dst[i * channels + c] = static_cast<T>(line[c * stride + i]);
   };
 
   for (int64_t o0 = 0; o0 < h; o0 += band) {
