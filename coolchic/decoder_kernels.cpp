@@ -454,7 +454,7 @@ constexpr int64_t kPrefetch = 12;  // symbols ahead whose table rows are fetched
 // index and ring cell. one() decodes the next; step() does so if one is left, so that the
 // ARM of the next wave can call it between its blocks and keep the range decoder's serial
 // chain of dependent operations in flight beside its arithmetic.
-template <typename Index, bool kFast>
+template <typename Index>
 struct WaveDecoder {
   RangeDecoder main, escape;
   LatentParams p;
@@ -488,7 +488,7 @@ struct WaveDecoder {
   inline void one() {
     const int64_t i = cursor++;
     if (i + kPrefetch < size) prefetch_row(p.cdf + rows[i + kPrefetch] * stride, stride);
-    const int s = main.decode<kFast>(p.cdf + rows[i] * stride, int(p.alphabet));
+    const int s = main.decode<true>(p.cdf + rows[i] * stride, int(p.alphabet));
     if (s < 0) return fail(1);
     int64_t d = s - p.radius;
     if (s == 0 || s == high_escape) {
@@ -617,7 +617,7 @@ struct WaveQueue {
 };
 
 // See coolchic_decode_latents. Index: the integer type of order and offsets.
-template <typename Index, bool kFast, class Arm>
+template <typename Index, class Arm>
 int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
                    const Index* order, const int64_t* wave_bounds, int64_t n_waves, const Index* offsets,
                    int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts, Arm& arm,
@@ -636,7 +636,7 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
   std::vector<const double*> base(n_ctx), ctx(n_ctx);
   // per ring slot and grid, the rows that the wave in it wrote (cleared before reuse)
   std::vector<int64_t> written(2 * lay.ring * n_grids, 0);
-  WaveDecoder<Index, kFast> dec(main_words, n_main, escape_words, n_escape, p, buffer);
+  WaveDecoder<Index> dec(main_words, n_main, escape_words, n_escape, p, buffer);
   const int64_t mu_mask = (int64_t(1) << p.mu_frac_bits) - 1, last_scale = p.n_scale - 1;
 
   // the ARM over wave t (whose segments are segs) into q, decoding the previous wave's
@@ -998,7 +998,8 @@ constexpr int kOutOfMemory = 100;
 // entries). dims holds (inputs, outputs) of each of the n_layers layers of the ARM, params
 // their weights (inputs, outputs) input-major then biases, folded as in IntegerArm (hidden
 // layers at 2^-8, bounded by act_max); the last layer has 2 outputs: mean + half a step in
-// 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1).
+// 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1) with
+// alphabet 63 (coolchic.entropy.tables.ALPHABET: rows of 64 entries, searched 64 at once).
 int coolchic_decode_latents(
     const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
     const void* order, int64_t index_bytes, const int64_t* wave_bounds, int64_t n_waves,
@@ -1009,21 +1010,18 @@ int coolchic_decode_latents(
     int64_t max_prefix, int64_t max_extra, double* buffer) {
   try {
     const Layers arm(n_layers, dims, params);
-    if (!arm.valid() || arm.n_in[0] != n_ctx || arm.n_out[n_layers - 1] != 2) return 7;
+    if (!arm.valid() || arm.n_in[0] != n_ctx || arm.n_out[n_layers - 1] != 2 || alphabet + 1 != kRow64) return 7;
     const LatentParams p{cdf, alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra};
     auto run = [&](auto& net) -> int {
       using Net = std::remove_reference_t<decltype(net)>;
-      const bool fast = alphabet + 1 == kRow64;
-      if (index_bytes == 4) {
-        auto go = fast ? decode_latents<int32_t, true, Net> : decode_latents<int32_t, false, Net>;
-        return go(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order), wave_bounds,
-                  n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width, n_grids, starts, net, p, buffer);
-      }
-      if (index_bytes == 8) {
-        auto go = fast ? decode_latents<int64_t, true, Net> : decode_latents<int64_t, false, Net>;
-        return go(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order), wave_bounds,
-                  n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width, n_grids, starts, net, p, buffer);
-      }
+      if (index_bytes == 4)
+        return decode_latents<int32_t, Net>(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order),
+                                            wave_bounds, n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width,
+                                            n_grids, starts, net, p, buffer);
+      if (index_bytes == 8)
+        return decode_latents<int64_t, Net>(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order),
+                                            wave_bounds, n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width,
+                                            n_grids, starts, net, p, buffer);
       return 7;
     };
     // the ARMs of coolchic.config.ARCHS with their sizes compiled in; any other at run time

@@ -1,18 +1,35 @@
 """The native decoder (coolchic/decoder_kernels.cpp) against the numpy paths: the same
 latents bit for bit on valid streams of every shape and ARM, the same verdict on corrupt
-ones, and a clean fall-back where it cannot be built. (Its synthesis against the numpy one:
-tests/test_speed_paths.py.)"""
+ones, the same image from its synthesis in bands of rows, and a clean fall-back where it
+cannot be built. (Pinned synthesis images: tests/test_speed_paths.py.)"""
 
 import numpy as np
 import pytest
 import torch
 
 from coolchic import native_decoder as native
+from coolchic import nativebuild
 from coolchic.config import grid_shapes
 from coolchic.entropy.coder import EntropyError
-from coolchic.entropy.fixedpoint import IntegerArm
+from coolchic.entropy.fixedpoint import IntegerArm, QLayer
 from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
 from coolchic.quant import quantize_layer
+from coolchic.reconstruct import BICUBIC, synthesize
+
+
+@pytest.fixture(params=[v.name for v in nativebuild.variants()])
+def each_variant(request, monkeypatch):
+    """The native decoder of one CPU variant (portable, x86-64-v3, ...): skipped where it is
+    not installed or where this CPU lacks its instructions."""
+    variant = next(v for v in nativebuild.variants() if v.name == request.param)
+    if not (nativebuild.INSTALL_DIR / nativebuild.library_name(native.SOURCE, variant)).exists():
+        pytest.skip(f"the {variant.name} native decoder is not installed")
+    if variant not in nativebuild.runnable_variants():
+        pytest.skip(f"this CPU cannot run the {variant.name} native decoder")
+    monkeypatch.setattr(nativebuild, "runnable_variants", lambda: [variant])
+    native._load.cache_clear()
+    yield variant
+    native._load.cache_clear()
 
 
 def _kernel_or_skip() -> native.DecoderKernels:
@@ -49,11 +66,14 @@ CASES = [  # (height, width, grids, context, hidden, spread)
     # compiled in (the cases above run its general path, and default's and mid's too)
     (21, 37, 6, 8, (8,), 4.0),  # lite, lite-noconv
     (26, 19, 5, 8, (8, 8), 6.0),  # synth, lop
+    (40, 2, 5, 12, (12, 12), 3.0),  # narrower than the slope, many grids of one column
+    (3, 50, 2, 12, (12,), 0.1),  # short and wide; almost every latent zero
+    (67, 45, 7, 12, (12, 12), 90.0),  # escapes everywhere
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}-ctx{c[3]}-h{len(c[4])}")
-def test_the_native_latent_decoder_gives_the_numpy_decoders_latents_bit_for_bit(case):
+def test_the_native_latent_decoder_gives_the_numpy_decoders_latents_bit_for_bit(case, each_variant):
     _kernel_or_skip()
     h, w, n_grids, context, hidden, spread = case
     shapes = grid_shapes(h, w, n_grids)
@@ -70,7 +90,7 @@ def test_the_native_latent_decoder_gives_the_numpy_decoders_latents_bit_for_bit(
         assert np.array_equal(a, b) and np.array_equal(a, original)
 
 
-def test_corrupt_latent_data_gets_the_same_verdict_from_both_decoders():
+def test_corrupt_latent_data_gets_the_same_verdict_from_both_decoders(each_variant):
     _kernel_or_skip()
     shapes = grid_shapes(16, 24, 4)
     grids = _grids(shapes, seed=3, spread=40.0)
@@ -148,3 +168,84 @@ def test_the_sample_bitstream_decodes_to_the_same_image_with_either_decoder():
     native_image = decode(sample, kernel="native")
     numpy_image = decode(sample, kernel="numpy")
     assert native_image.shape == (512, 768, 3) and np.array_equal(native_image, numpy_image)
+
+
+def test_int64_schedules_decode_as_int32_ones_do(each_variant):
+    lib = _kernel_or_skip()
+    shapes = grid_shapes(23, 31, 5)
+    grids = _grids(shapes, seed=4, spread=7.0)
+    arm = _arm(6, 12, (12, 12))
+    schedule = make_schedule(shapes, 12)
+    data = encode_latents(schedule, grids, arm)
+    results = []
+    for dtype in (np.int32, np.int64):
+        buffer = np.zeros(schedule.buffer_size)
+        buffer[-1] = 1.0
+        lib.decode_latents(schedule.order.astype(dtype), schedule.wave_bounds, schedule.offsets.astype(dtype),
+                           buffer, data, arm)
+        results.append(buffer)
+    assert np.array_equal(results[0], results[1])
+    decoded = [schedule.grid_view(results[1], k) for k in range(len(shapes))]
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, grids))
+
+
+def test_an_order_out_of_the_schedules_layout_is_refused_before_anything_is_written():
+    lib = _kernel_or_skip()
+    shapes = grid_shapes(16, 20, 3)
+    arm = _arm(7, 12, (12,))
+    schedule = make_schedule(shapes, 12)
+    data = encode_latents(schedule, _grids(shapes, 5, 4.0), arm)
+    wave = int(np.argmax(np.diff(schedule.wave_bounds)))  # a wave with several rows of grid 0
+    order = schedule.order.copy()
+    first = schedule.wave_bounds[wave]
+    order[first], order[first + 1] = order[first + 1], order[first]
+    buffer = np.zeros(schedule.buffer_size)
+    with pytest.raises(ValueError, match="cannot read this schedule"):
+        lib.decode_latents(order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
+    with pytest.raises(ValueError, match="cannot read this schedule"):
+        lib.decode_latents(schedule.order, schedule.wave_bounds, schedule.offsets + 1, buffer, data, arm)
+
+
+def _qlayer(rng, out, inp, w_frac, *, gain=0.4, bias=0.0, conv=False):
+    shape = (out, inp, 3, 3) if conv else (out, inp)
+    weight = np.round(rng.normal(0, gain, shape) * (1 << w_frac)).astype(np.int64)
+    b = np.round(rng.normal(bias, 0.1, out) * (1 << (w_frac + 1))).astype(np.int64)
+    return QLayer(weight, b, w_frac, w_frac + 1)
+
+
+SYNTH_CASES = [  # (height, width, grids, hidden, residual convs, channels, bit depth, taps)
+    (37, 1600, 5, (14,), 4, 3, 8, "wild"),  # bands of 4 rows, the deepest ring of rows
+    (50, 300, 7, (12,), 1, 1, 16, "bicubic"),  # gray, 16-bit
+    (9, 2000, 3, (6, 5), 2, 2, 8, "mild"),  # two channels: the convolution's general path
+    (23, 900, 4, (), 0, 4, 8, "mild"),  # four channels, no hidden layer, no convolution
+    (61, 777, 6, (14,), 1, 3, 8, "wild"),  # odd sizes; the last band is short
+    (1, 1, 1, (3,), 2, 3, 8, None),  # one pixel
+    (5, 2, 3, (4,), 1, 1, 8, "mild"),  # narrower than a vector
+    (130, 3, 6, (7,), 3, 3, 16, "wild"),  # a few pixels wide, many rows
+    (40, 64, 7, (5,), 1, 3, 8, "gain"),  # cascades clipped at 2^36
+]
+
+
+@pytest.mark.parametrize("case", SYNTH_CASES, ids=lambda c: f"{c[0]}x{c[1]}-c{c[5]}-conv{c[4]}-{c[7]}")
+def test_the_native_synthesis_in_bands_of_rows_gives_the_numpy_image_bit_for_bit(case, each_variant):
+    _kernel_or_skip()
+    h, w, n_grids, hidden, n_conv, channels, depth, taps = case
+    rng = np.random.default_rng(h * w + n_conv)
+    grids = [np.round(rng.laplace(0, 3.0, s)).astype(np.int64) for s in grid_shapes(h, w, n_grids)]
+    widths = (n_grids, *hidden, channels)
+    # weights at 2^-12 or finer: even upsampled latents clipped at 2^36 keep every sum exact;
+    # a small last layer around mid-grey, so that most pixels fall between the clips
+    mlp = [_qlayer(rng, b, a, 12) for a, b in zip(widths[:-2], widths[1:-1])]
+    mlp.append(_qlayer(rng, channels, widths[-2], 12, gain=0.03, bias=0.5))
+    residual = [_qlayer(rng, channels, channels, 12, gain=0.03, conv=True) for _ in range(n_conv)]
+    level_taps = None
+    if taps == "mild":  # learned taps near the bicubic ones
+        level_taps = np.array(BICUBIC) + rng.integers(-40, 41, size=(n_grids - 1, 4))
+    elif taps == "wild":  # anywhere in the allowed range
+        level_taps = rng.integers(-2048, 2049, size=(n_grids - 1, 4))
+    elif taps == "gain":  # a gain of 4 to 8 per pass
+        level_taps = rng.integers(1024, 2049, size=(n_grids - 1, 4))
+    expected = synthesize(grids, mlp, residual, bit_depth=depth, taps=level_taps, kernel="numpy")
+    image = synthesize(grids, mlp, residual, bit_depth=depth, taps=level_taps, kernel="native")
+    assert image.dtype == expected.dtype and image.shape == (h, w, channels)
+    assert np.array_equal(image, expected)
