@@ -2,6 +2,7 @@
 this machine's physical floor. Writes results/speed.tsv (see README).
 
     python benchmarks/speed.py [DATASET] [--images N] [--repeats R] [--threads T]
+                               [--archs A,B] [--streams DIR]
 
 DATASET defaults to ../shared/data/kodak when it exists (PNG files). Each image is encoded
 with few training iterations (--iterations, default 50): decoding costs the same whatever
@@ -112,27 +113,41 @@ def _child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _stream(path: Path, arch: str, opts, work: Path) -> Path:
+    """The bitstream of `path` encoded with `arch`: encoded into `work`, or, with --streams,
+    taken from that folder when an earlier run left it there (so that runs of this script
+    on two versions of the decoder time the same bitstreams)."""
+    stream = (opts.streams or work) / f"{path.stem}_{arch}_{opts.iterations}it.bin"
+    if opts.streams is None or not stream.exists():
+        from coolchic.encode import encode
+
+        result = encode(path, lmbda=1e-3, iterations=opts.iterations, arch=arch)
+        stream.parent.mkdir(parents=True, exist_ok=True)
+        stream.write_bytes(result.data)
+    return stream
+
+
 def bench_decode(images: list[Path], arch: str, opts, work: Path) -> list[dict]:
     """Each image's stream decoded by the native decoder and, as its peer in the same run,
     by the numpy one (same image bit for bit; tests check it)."""
     from coolchic.complexity import mac_per_pixel
     from coolchic.config import get_arch
-    from coolchic.encode import encode
+    from coolchic.decode import describe
 
     rows = []
     for path in images:
-        result = encode(path, lmbda=1e-3, iterations=opts.iterations, arch=arch)
-        stream = work / f"{path.stem}_{arch}.bin"
-        stream.write_bytes(result.data)
-        h, w = result.report.height, result.report.width
-        macs = mac_per_pixel(get_arch(arch), h, w, result.report.channels).total
+        stream = _stream(path, arch, opts, work)
+        data = stream.read_bytes()
+        header = describe(data).header
+        h, w = header.height, header.width
+        macs = mac_per_pixel(get_arch(arch), h, w, header.channels).total
         medians = {}
         for kernel in opts.decoders:
             r = _child(["--decode-child", str(stream), str(opts.repeats), opts.device, kernel])
             median = medians[kernel] = statistics.median(r["times"][1:])
             rows.append({"image": path.stem, "size": f"{w}x{h}", "median_s": median, "kernel": kernel,
                          "cold_s": r["times"][0], "peak_mb": r["peak_mb"], "mac_per_pixel": macs,
-                         "pixels": h * w, "bytes": len(result.data), "load": _load()})
+                         "pixels": h * w, "bytes": len(data), "load": _load()})
             print(f"decode {arch:8s} {path.stem} ({kernel}): median {median * 1000:.0f} ms, first "
                   f"{r['times'][0] * 1000:.0f} ms, peak RSS {r['peak_mb']:.0f} MB (load {_load()})",
                   flush=True)
@@ -258,6 +273,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "results" / "speed.tsv")
     parser.add_argument("--decoders", default="native,numpy",
                         help="decoder kernels to time, comma-separated: native, numpy")
+    parser.add_argument("--archs", default=None,
+                        help="decoder configurations to time, comma-separated (default: all)")
+    parser.add_argument("--streams", type=Path, default=None,
+                        help="folder that keeps the encoded bitstreams and reuses them in later "
+                             "runs (to time two versions of the decoder on the same streams)")
     parser.add_argument("--decode-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -271,10 +291,14 @@ def main() -> None:
     opts.decoders = opts.decoders.split(",")
     if not set(opts.decoders) <= {"native", "numpy"}:
         sys.exit("--decoders takes native and/or numpy")
+    from coolchic.config import ARCHS
+
+    archs = list(ARCHS) if opts.archs is None else opts.archs.split(",")
+    if not set(archs) <= set(ARCHS):
+        sys.exit(f"--archs takes some of {', '.join(ARCHS)}")
     import torch
 
     from coolchic.complexity import mac_per_pixel
-    from coolchic.config import ARCHS
     from coolchic.model.native import kernel_threads
     from coolchic.native_decoder import unavailable_reason
 
@@ -300,7 +324,7 @@ def main() -> None:
               f"{opts.iterations} iterations (decode cost does not depend on training length)")
         baseline = _child(["--baseline-child"])["peak_mb"]
         with tempfile.TemporaryDirectory() as work:
-            decoded = [(arch, r) for arch in ARCHS
+            decoded = [(arch, r) for arch in archs
                        for r in bench_decode(images, arch, opts, Path(work))]
         for arch, r in decoded:
             floor_s = 2 * r["mac_per_pixel"] * r["pixels"] / (f64 * 1e9)
@@ -310,7 +334,7 @@ def main() -> None:
                          f"{r['peak_mb'] - baseline:.0f}", f"{r['mac_per_pixel']:.1f}",
                          f"{floor_s * 1000:.2f}", f"{r['median_s'] / floor_s:.0f}", r["load"]])
     if not opts.skip_train:
-        for arch in ARCHS:
+        for arch in archs:
             for h, w in TRAIN_SIZES:
                 r = bench_train((h, w), arch, opts)
                 macs = mac_per_pixel(ARCHS[arch], h, w, 3).total
