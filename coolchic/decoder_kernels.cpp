@@ -3,9 +3,8 @@
 //   (vectorized across latents, reading each context neighbour as a contiguous run of a
 //   small ring of recent waves: no gather), its outputs turned into table rows and
 //   centres, and one range-decoded symbol per latent (with its Exp-Golomb escape extra
-//   where there is one). The symbols of wave t are decoded while the ARM of wave t + 1
-//   runs, each block of it as soon as the symbols it reads are known, so that the range
-//   decoder's chain of dependent operations overlaps the ARM's arithmetic;
+//   where there is one). The symbols of wave t are decoded as the blocks of the ARM of
+//   wave t + 1 need them, so that both stay in cache;
 // * coolchic_synthesize: the fixed-point upsampling cascade, the per-pixel layers, the
 //   residual 3x3 convolutions and the rounding to the output's integer levels, in bands of
 //   rows through rings of rows that stay in cache.
@@ -164,23 +163,17 @@ constexpr BlockFn kBlocks[2][7] = {
      dense_block<5, true>, dense_block<6, true>}};
 static_assert(kMaxJ < 7, "a block width without its kernel");
 
-struct NoStep {
-  void operator()() const {}
-};
-
 // One layer over the lanes r < n (a multiple of kLanes): input k at in[k][r], output j at
 // out[j * so + r]; w (n_in, n_out) input-major, then b (n_out,). The outputs go in balanced
-// blocks of at most kMaxJ; step() runs after each block (the latent decoder decodes a
-// symbol there, overlapping the range decoder's serial chain with this arithmetic).
-template <bool kFused, class Step>
+// blocks of at most kMaxJ.
+template <bool kFused>
 void dense(const double* w, const double* b, int64_t n_in, int64_t n_out, const double* const* in, int64_t n,
-           double* out, int64_t so, double lo, double hi, Step& step) {
+           double* out, int64_t so, double lo, double hi) {
   const int64_t blocks = (n_out + kMaxJ - 1) / kMaxJ;
   for (int64_t i = 0, j0 = 0; i < blocks; ++i) {
     const int64_t width = (n_out - j0 + (blocks - i) - 1) / (blocks - i);
     kBlocks[kFused][width](w, b, n_in, n_out, j0, in, n, out, so, lo, hi);
     j0 += width;
-    step();
   }
 }
 
@@ -231,16 +224,16 @@ struct Activations {
 // Every layer of `net` over lanes r < n (n <= act.lanes, a multiple of kLanes): the hidden
 // ones ReLU and bounded by act_max, the last one clipped to [last_lo, last_hi] into out
 // (row stride so).
-template <bool kFused, class Step>
+template <bool kFused>
 void run_layers(const Layers& net, const double* const* in, int64_t n, Activations& act, double act_max,
-                double* out, int64_t so, double last_lo, double last_hi, Step& step) {
+                double* out, int64_t so, double last_lo, double last_hi) {
   for (int64_t l = 0; l < net.count; ++l) {
     if (l + 1 < net.count) {
       double* h = act.data[l & 1].data();
-      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, h, act.lanes, 0.0, act_max, step);
+      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, h, act.lanes, 0.0, act_max);
       in = act.rows[l & 1].data();
     } else {
-      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, out, so, last_lo, last_hi, step);
+      dense<kFused>(net.w[l], net.b[l], net.n_in[l], net.n_out[l], in, n, out, so, last_lo, last_hi);
     }
   }
 }
@@ -271,23 +264,21 @@ template <int NIN, int NOUT, int J>
 }
 
 // The output blocks J0 .. NOUT - 1 of a layer, JW wide (the balanced widths of `dense`),
-// with step() after each.
-template <int NIN, int NOUT, int J0, int JW, class Step>
+template <int NIN, int NOUT, int J0, int JW>
 [[gnu::always_inline]] inline void fixed_blocks(const double* w, const double* b, const double* const* in, double* out,
-                                                Vec lo, Vec hi, Step& step) {
+                                                Vec lo, Vec hi) {
   if constexpr (J0 < NOUT) {
     constexpr int J = JW < NOUT - J0 ? JW : NOUT - J0;
     fixed_block<NIN, NOUT, J>(w, b, J0, in, out, lo, hi);
-    step();
-    fixed_blocks<NIN, NOUT, J0 + J, JW>(w, b, in, out, lo, hi, step);
+    fixed_blocks<NIN, NOUT, J0 + J, JW>(w, b, in, out, lo, hi);
   }
 }
 
-template <int NIN, int NOUT, class Step>
+template <int NIN, int NOUT>
 [[gnu::always_inline]] inline void fixed_layer(const double* w, const double* b, const double* const* in, double* out,
-                                               double lo, double hi, Step& step) {
+                                               double lo, double hi) {
   constexpr int blocks = (NOUT + kMaxJ - 1) / kMaxJ;
-  fixed_blocks<NIN, NOUT, 0, (NOUT + blocks - 1) / blocks>(w, b, in, out, splat(lo), splat(hi), step);
+  fixed_blocks<NIN, NOUT, 0, (NOUT + blocks - 1) / blocks>(w, b, in, out, splat(lo), splat(hi));
 }
 
 // The ARM of C contexts, hidden layers of H1 and (unless 0) H2, over kLanes lanes: in[k]
@@ -308,14 +299,13 @@ struct FixedArm {
     for (int k = 0; k < H1; ++k) rows0[k] = h0 + k * kLanes;
     for (int k = 0; k < (H2 ? H2 : 1); ++k) rows1[k] = h1 + k * kLanes;
   }
-  template <class Step>
-  void run(const double* const* in, double* out, Step& step) {
-    fixed_layer<C, H1>(net.w[0], net.b[0], in, h0, 0.0, act_max, step);
+  void run(const double* const* in, double* out) {
+    fixed_layer<C, H1>(net.w[0], net.b[0], in, h0, 0.0, act_max);
     if constexpr (H2 > 0) {
-      fixed_layer<H1, H2>(net.w[1], net.b[1], rows0, h1, 0.0, act_max, step);
-      fixed_layer<H2, 2>(net.w[2], net.b[2], rows1, out, -HUGE_VAL, HUGE_VAL, step);
+      fixed_layer<H1, H2>(net.w[1], net.b[1], rows0, h1, 0.0, act_max);
+      fixed_layer<H2, 2>(net.w[2], net.b[2], rows1, out, -HUGE_VAL, HUGE_VAL);
     } else {
-      fixed_layer<H1, 2>(net.w[1], net.b[1], rows0, out, -HUGE_VAL, HUGE_VAL, step);
+      fixed_layer<H1, 2>(net.w[1], net.b[1], rows0, out, -HUGE_VAL, HUGE_VAL);
     }
   }
 };
@@ -326,9 +316,8 @@ struct GenericArm {
   double act_max;
   Activations act;
   GenericArm(const Layers& net_, double act_max_) : net(net_), act_max(act_max_), act(net_, kLanes) {}
-  template <class Step>
-  void run(const double* const* in, double* out, Step& step) {
-    run_layers<true>(net, in, kLanes, act, act_max, out, kLanes, -HUGE_VAL, HUGE_VAL, step);
+  void run(const double* const* in, double* out) {
+    run_layers<true>(net, in, kLanes, act, act_max, out, kLanes, -HUGE_VAL, HUGE_VAL);
   }
 };
 
@@ -451,9 +440,8 @@ struct LatentParams {
 constexpr int64_t kPrefetch = 12;  // symbols ahead whose table rows are fetched while decoding
 
 // The symbols of one wave, decoded in order: per symbol its table row, centre, flat buffer
-// index and ring cell. one() decodes the next; step() does so if one is left, so that the
-// ARM of the next wave can call it between its blocks and keep the range decoder's serial
-// chain of dependent operations in flight beside its arithmetic.
+// index and ring cell. until(n) decodes them up to symbol n (the ARM of the next wave asks
+// for those that its next block of latents reads).
 template <typename Index>
 struct WaveDecoder {
   RangeDecoder main, escape;
@@ -503,9 +491,6 @@ struct WaveDecoder {
   void until(int64_t n) {
     n = std::min(n, size);
     while (cursor < n) one();
-  }
-  void operator()() {  // the step between two blocks of arithmetic
-    if (cursor < size) one();
   }
 };
 
@@ -640,7 +625,7 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
   const int64_t mu_mask = (int64_t(1) << p.mu_frac_bits) - 1, last_scale = p.n_scale - 1;
 
   // the ARM over wave t (whose segments are segs) into q, decoding the previous wave's
-  // symbols as its blocks need them and between its layers
+  // symbols as its blocks need them
   auto arm_wave = [&](int64_t t, const std::vector<Segment>& segs, WaveQueue<Index>& q) {
     int64_t qi = 0;
     for (const Segment& s : segs) {
@@ -649,7 +634,7 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
         const int64_t r = s.r0 + b0;  // the block's first row; its contexts lie in rows <= r + kLanes - 1
         dec.until(deps.needed(s.grid, r + kLanes));
         for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = base[k] + b0;
-        arm.run(ctx.data(), last, dec);
+        arm.run(ctx.data(), last);
         const int64_t m = std::min(kLanes, s.n - b0);
         for (int64_t i = 0; i < m; ++i, ++qi) {  // (mean + half a step, ln-scale index) -> row, centre
           const int64_t v0 = int64_t(last[i]);
@@ -886,7 +871,6 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
   std::vector<int64_t> done(n_conv + 1, 0);
   constexpr int64_t kPixels = 128;  // lanes per pass of the layers (activations in L1)
   Activations act(mlp, kPixels);
-  NoStep no_step;
   std::vector<const double*> conv_in(3 * channels);
   std::vector<double*> conv_out(channels);
   const double max_value = double((int64_t(1) << bit_depth) - 1);
@@ -939,7 +923,7 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
       const int64_t n = std::min(kPixels, lanes - l0);
       for (int64_t k = 0; k < n_grids; ++k) x_rows[k] = x.data() + k * xs + l0;
       // the band's rows are consecutive slots of the ring (o0 is a multiple of band)
-      run_layers<false>(mlp, x_rows.data(), n, act, act_max, y0.row(0, o0) + l0, y0.rows * stride, -act_max, act_max, no_step);
+      run_layers<false>(mlp, x_rows.data(), n, act, act_max, y0.row(0, o0) + l0, y0.rows * stride, -act_max, act_max);
     }
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t r = o0; r < o1; ++r) fill_edges(y0.row(c, r), w);
