@@ -4,11 +4,16 @@
 
 The numpy latent decoder pays about 100 us of Python and call overhead per wave, and a
 768x512 image has 2301 waves; the numpy synthesis makes a dozen passes over memory per
-layer. The native code does the same arithmetic without either. It is built when the
-package is installed (`coolchic.nativebuild`; no -ffast-math and no contraction into
-fused multiply-adds, since floor and the clips must see the IEEE result of each operation)
-and is optional: where it is missing, or with COOLCHIC_NATIVE=0, decoding runs the numpy
-paths and gives the same image. No torch here.
+layer. The native code does the same arithmetic without either (its design:
+docs/speed.md). It is built when the package is installed (`coolchic.nativebuild`; no
+-ffast-math and no contraction into fused multiply-adds, since floor and the clips must
+see the IEEE result of each operation; only the ARM's sums, exact for any input, are
+fused explicitly) and is optional: where it is missing, or with COOLCHIC_NATIVE=0,
+decoding runs the numpy paths and gives the same image. No torch here.
+
+The latent decoder reads the layout of `coolchic.entropy.latents.Schedule` (grids in
+blocks of rows with 2 zero rows and 2 zero cells on either side, latents by wave, then
+grid, then row), checks every latent's place against it and refuses anything else.
 """
 
 from __future__ import annotations
