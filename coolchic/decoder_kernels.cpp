@@ -48,6 +48,7 @@ constexpr int64_t kVec = 4;
 constexpr int64_t kVec = 2;
 #endif
 typedef double Vec __attribute__((vector_size(8 * kVec)));
+typedef int32_t Ints __attribute__((vector_size(4 * kVec)));  // a Vec converted to int32
 
 inline Vec load(const double* p) {
   Vec v;
@@ -432,12 +433,13 @@ inline void prefetch_row(const uint32_t* row, int64_t entries) {
 
 // --- latent decoding ----------------------------------------------------------------------
 
+constexpr int64_t kPrefetch = 12;  // symbols ahead whose table rows are fetched while decoding
+
 struct LatentParams {
   const uint32_t* cdf;
   int64_t alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra;
 };
 
-constexpr int64_t kPrefetch = 12;  // symbols ahead whose table rows are fetched while decoding
 
 // The symbols of one wave, decoded in order: per symbol its table row, centre, flat buffer
 // index and ring cell. until(n) decodes them up to symbol n (the ARM of the next wave asks
@@ -596,9 +598,9 @@ struct WaveIndex {
 // The symbols of one wave waiting to be decoded.
 template <typename Index>
 struct WaveQueue {
-  std::vector<int32_t> rows, centers;
+  std::vector<int32_t> rows, centers;  // kLanes spare entries: a block's lanes are stored whole
   std::vector<double*> cells;
-  explicit WaveQueue(int64_t most) : rows(most), centers(most), cells(most) {}
+  explicit WaveQueue(int64_t most) : rows(most + kLanes), centers(most + kLanes), cells(most) {}
 };
 
 // See coolchic_decode_latents. Index: the integer type of order and offsets.
@@ -622,7 +624,9 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
   // per ring slot and grid, the rows that the wave in it wrote (cleared before reuse)
   std::vector<int64_t> written(2 * lay.ring * n_grids, 0);
   WaveDecoder<Index> dec(main_words, n_main, escape_words, n_escape, p, buffer);
-  const int64_t mu_mask = (int64_t(1) << p.mu_frac_bits) - 1, last_scale = p.n_scale - 1;
+  const Vec mu_step = splat(double(int64_t(1) << p.mu_frac_bits)), mu_scale = splat(1.0 / double(int64_t(1) << p.mu_frac_bits));
+  const Vec n_scale = splat(double(p.n_scale)), zero = splat(0.0), top_scale = splat(double(p.n_scale - 1));
+  const Vec lmax = splat(double(p.latent_max));
 
   // the ARM over wave t (whose segments are segs) into q, decoding the previous wave's
   // symbols as its blocks need them
@@ -635,15 +639,20 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
         dec.until(deps.needed(s.grid, r + kLanes));
         for (int64_t k = 0; k < n_ctx; ++k) ctx[k] = base[k] + b0;
         arm.run(ctx.data(), last);
-        const int64_t m = std::min(kLanes, s.n - b0);
-        for (int64_t i = 0; i < m; ++i, ++qi) {  // (mean + half a step, ln-scale index) -> row, centre
-          const int64_t v0 = int64_t(last[i]);
-          const int64_t scale_index = std::min(std::max(int64_t(last[kLanes + i]), int64_t(0)), last_scale);
-          q.rows[qi] = int32_t((v0 & mu_mask) * p.n_scale + scale_index);
-          // floor(mu + 1/2): an arithmetic shift floors negative values too
-          q.centers[qi] = int32_t(std::min(std::max(v0 >> p.mu_frac_bits, -p.latent_max), p.latent_max));
-          q.cells[qi] = lay.cell(s.grid, t, r + i);
+        // (mean + half a step, ln-scale index) -> table row and centre for the block's
+        // lanes, in doubles (integers below 2^53: exact): the centre is floor(mean / 2^b)
+        // (floor(mu + 1/2)), the row's mean offset index the remainder
+        for (int64_t l = 0; l < kPerBlock; ++l) {
+          const Vec v0 = load(last + l * kVec);
+          const Vec center = vfloor(v0 * mu_scale);
+          const Vec row = (v0 - center * mu_step) * n_scale + clip(load(last + kLanes + l * kVec), zero, top_scale);
+          const Ints r32 = __builtin_convertvector(row, Ints), c32 = __builtin_convertvector(clip(center, -lmax, lmax), Ints);
+          std::memcpy(q.rows.data() + qi + l * kVec, &r32, sizeof r32);
+          std::memcpy(q.centers.data() + qi + l * kVec, &c32, sizeof c32);
         }
+        const int64_t m = std::min(kLanes, s.n - b0);
+        double* cell = lay.cell(s.grid, t, r);
+        for (int64_t i = 0; i < m; ++i, ++qi) q.cells[qi] = cell + i;
       }
     }
   };
@@ -877,7 +886,6 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
   const double factor = max_value / unit;
   int64_t stored = 0;
   const Vec vfactor = splat(factor), vhalf = splat(0.5), vzero = splat(0.0), vtop = splat(max_value);
-  typedef int32_t Ints __attribute__((vector_size(4 * kVec)));
   std::vector<int32_t> line(channels * stride);
   auto store_row = [&](auto* out, int64_t r) {  // floor(y * max / 2^16 + 1/2), clipped
     Stage& y = stages[n_conv];
