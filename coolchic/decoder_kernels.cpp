@@ -864,17 +864,19 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
   // then each convolution as far as the rows of its input allow, then the output's rows.
   // Every stage is a ring of rows, so the working set stays in cache.
   const int64_t stride = round_up(w + 2 + 2 * kVec, kLanes);  // cells per row
-  const int64_t band = std::max<int64_t>(4, 6144 / stride);
+  const int64_t band = std::min(h, std::max<int64_t>(4, 6144 / stride));
   const int64_t xs = band * stride;  // plane stride of the band's inputs
   std::vector<double> x(n_grids * xs, 0.0);
   std::vector<const double*> x_rows(n_grids);
-  const int64_t col_rows = band + 8;  // ring of grid 1's rows upsampled along the columns
+  // ring of grid 1's rows upsampled along the columns (a band reads at most band / 2 + 6)
+  const int64_t col_rows = std::min(band + 8, std::max<int64_t>(h1, 1));
   std::vector<double> cols(n_grids > 1 ? (n_grids - 1) * col_rows * w : 0);
   auto col_row = [&](int64_t k, int64_t j) { return cols.data() + ((k - 1) * col_rows + j % col_rows) * w; };
   int64_t cols_done = 0;
   // rings of whole bands, at least band + n_conv + 2 rows: a stage writes at most that far
-  // ahead of the oldest row that the next one still reads
-  const int64_t ring = band * (1 + (n_conv + 2 + band - 1) / band);
+  // ahead of the oldest row that the next one still reads; or the whole image (no slot
+  // reused, and a band's rows still consecutive slots) where that is fewer rows
+  const int64_t ring = std::min(h, band * (1 + (n_conv + 2 + band - 1) / band));
   std::vector<Stage> stages;
   for (int64_t s = 0; s <= n_conv; ++s) stages.emplace_back(channels, ring, stride);
   std::vector<int64_t> done(n_conv + 1, 0);

@@ -223,6 +223,8 @@ SYNTH_CASES = [  # (height, width, grids, hidden, residual convs, channels, bit 
     (5, 2, 3, (4,), 1, 1, 8, "mild"),  # narrower than a vector
     (130, 3, 6, (7,), 3, 3, 16, "wild"),  # a few pixels wide, many rows
     (40, 64, 7, (5,), 1, 3, 8, "gain"),  # cascades clipped at 2^36
+    (1, 3000, 5, (6,), 4, 3, 8, "mild"),  # one row: rings no longer than the image
+    (3, 4100, 4, (6,), 3, 1, 8, "mild"),  # fewer rows than a band
 ]
 
 
