@@ -440,7 +440,6 @@ struct LatentParams {
   int64_t alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra;
 };
 
-
 // The symbols of one wave, decoded in order: per symbol its table row, centre, flat buffer
 // index and ring cell. until(n) decodes them up to symbol n (the ARM of the next wave asks
 // for those that its next block of latents reads).
