@@ -71,6 +71,7 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         # paper grade: the control is the protocol's own row (results/paper-grade/run)
         "slow-lat0.1": (learned, _recipe("slow", latent_lr=0.1)),
         "slow-lat0.2": (learned, _recipe("slow", latent_lr=0.2)),
+        "slow-synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "slow"),
     }
 
 
