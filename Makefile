@@ -16,7 +16,7 @@ LMBDA ?= 0.001
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-$(VENV)/.installed: pyproject.toml setup.py coolchic/model/kernels.cpp coolchic/decoder_kernels.cpp
+$(VENV)/.installed: pyproject.toml setup.py coolchic/model/kernels.cpp coolchic/decoder/decoder_kernels.cpp
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

@@ -299,8 +299,8 @@ def main() -> None:
     import torch
 
     from coolchic.complexity import mac_per_pixel
+    from coolchic.decoder.native import unavailable_reason
     from coolchic.model.native import kernel_threads
-    from coolchic.native_decoder import unavailable_reason
 
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)

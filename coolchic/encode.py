@@ -26,7 +26,8 @@ from coolchic.config import (
     grid_shapes,
     race_candidates,
 )
-from coolchic.decode import DECODER_MAX_PIXELS, check_device
+from coolchic.decoder.api import DECODER_MAX_PIXELS
+from coolchic.decoder.dispatch import check_device, synthesize
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.io import read_image
@@ -35,7 +36,6 @@ from coolchic.model.coolchic import CoolChic
 from coolchic.payload import pack_config, pack_weights
 from coolchic.presets import DEFAULT_PRESET, Preset, get_preset
 from coolchic.quant import QuantizedModel, integerize, make_quantizer
-from coolchic.reconstruct import synthesize
 from coolchic.train import CompileMode, ProgressCallback, overfit, rd_loss
 
 
@@ -141,7 +141,8 @@ class CodedModel:
 def code_model(model: CoolChic, array: np.ndarray, *, bit_depth: int, lmbda: float,
                refine_trials: int) -> CodedModel:
     """Integerize a trained model of `array` ((H, W, C) uint8/16), entropy-code it and
-    write the bitstream; the reconstruction is the decoder's own (``reconstruct.synthesize``)."""
+    write the bitstream; the reconstruction is the decoder's own
+    (``coolchic.decoder.dispatch.synthesize``)."""
     h, w, c = array.shape
     header = Header(codec_id=CodecId.COOLCHIC, height=h, width=w, channels=c, bit_depth=bit_depth)
     q = integerize(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=refine_trials)

@@ -29,7 +29,8 @@ from coolchic.config import (
     check_arch_name,
     get_arch,
 )
-from coolchic.decode import DECODER_MAX_PIXELS, check_device
+from coolchic.decoder.api import DECODER_MAX_PIXELS
+from coolchic.decoder.dispatch import check_device
 from coolchic.encode import (
     EncodeResult,
     code_model,

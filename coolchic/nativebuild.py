@@ -2,8 +2,8 @@
 time, loaded with ctypes (no torch, no Python headers).
 
 Two C++ sources ship with the package: the training kernels (``coolchic/model/kernels.cpp``,
-``coolchic.model.native``) and the decoder (``coolchic/decoder_kernels.cpp``,
-``coolchic.native_decoder``). ``pip install`` compiles each into ``coolchic/_native/`` in
+``coolchic.model.native``) and the decoder (``coolchic/decoder/decoder_kernels.cpp``,
+``coolchic.decoder.native``). ``pip install`` compiles each into ``coolchic/_native/`` in
 several *variants*: a portable baseline for the architecture, and on x86-64 an AVX2 + FMA
 one (``x86-64-v3``) that is loaded only where the CPU has those instructions. Never
 ``-march=native``: an installed library must run on every machine its wheel reaches.
@@ -40,7 +40,7 @@ PACKAGE = Path(__file__).parent
 # of each operation (floor and clips follow), so neither -ffast-math nor fused multiply-adds
 SOURCES = {
     "model/kernels.cpp": ("-O3", "-std=c++17", "-fPIC", "-ffast-math", "-pthread"),
-    "decoder_kernels.cpp": ("-O3", "-std=c++17", "-fPIC", "-ffp-contract=off"),
+    "decoder/decoder_kernels.cpp": ("-O3", "-std=c++17", "-fPIC", "-ffp-contract=off"),
 }
 SHA_SYMBOL = "coolchic_source_sha"  # extern "C" const char* of each source; see `source_sha`
 

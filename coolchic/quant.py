@@ -15,12 +15,12 @@ import torch
 
 from coolchic.config import DecoderConfig, grid_shapes
 from coolchic.decoder.constants import BICUBIC, UPS_FRAC, UPS_TAP_MAX
+from coolchic.decoder.dispatch import synthesize
 from coolchic.entropy.fixedpoint import LATENT_MAX, WEIGHT_MAX, IntegerArm, QLayer
 from coolchic.entropy.latents import latent_bits, make_schedule
 from coolchic.model.coolchic import CoolChic
 from coolchic.model.softround import soft_round_noise
 from coolchic.payload import NetworkWeights, priors_for, taps_from_sent, weights_bits
-from coolchic.reconstruct import synthesize
 
 QuantizerKind = Literal["noise", "softround", "ste", "round"]
 QUANTIZER_KINDS: tuple[str, ...] = ("noise", "softround", "ste", "round")

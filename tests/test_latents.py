@@ -2,10 +2,10 @@ import numpy as np
 import torch
 
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, grid_shapes, wavefront_slope
+from coolchic.decoder.dispatch import decode_latents
 from coolchic.entropy.fixedpoint import IntegerArm
 from coolchic.entropy.latents import (
     coding_parameters,
-    decode_latents,
     encode_latents,
     fill_buffer,
     latent_bits,

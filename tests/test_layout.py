@@ -72,5 +72,41 @@ def test_the_cycle_finder_finds_a_circle_and_passes_a_chain():
 
 def test_no_two_modules_of_the_package_import_each_other_even_through_others():
     graph = _import_graph()
-    assert "coolchic.decoder.constants" in graph and graph["coolchic.reconstruct"]
+    assert "coolchic.decoder.constants" in graph and graph["coolchic.decoder.reconstruct"]
     assert _cycles(graph) == []
+
+
+# what a decoder must never load: the training loop, its recipes and quantizers, the encoders
+TRAINING = {"coolchic.train", "coolchic.train_batch", "coolchic.presets", "coolchic.quant",
+            "coolchic.encode", "coolchic.encode_batch", "coolchic.rate_control", "coolchic.cli"}
+
+
+def _reachable(graph: dict[str, set[str]], start: str, *, skip: str) -> set[str]:
+    """The modules `start` imports, directly or through others, not entering `skip`."""
+    seen, todo = set(), [start]
+    while todo:
+        for child in graph[todo.pop()]:
+            if child not in seen and not child.startswith(skip):
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def test_the_decoder_package_reaches_no_training_code_even_through_others():
+    # The amortized codecs are skipped: `decode` hands their streams to their own decoders,
+    # whose modules hold their training too (the runtime test, test_codec.py's
+    # test_decoder_imports_no_training_code, checks what decoding a coolchic stream loads).
+    graph = _import_graph()
+    decoder = sorted(name for name in graph if name.startswith("coolchic.decoder"))
+    assert {"coolchic.decoder.api", "coolchic.decoder.dispatch", "coolchic.decoder.native"} <= set(decoder)
+    for name in decoder:
+        reached = _reachable(graph, name, skip="coolchic.amortized")
+        assert not reached & TRAINING, (name, sorted(reached & TRAINING))
+        assert not any(r.startswith("coolchic.evaluate") for r in reached), name
+        optim = [r for r in reached if "torch.optim" in _source(r).read_text()]
+        assert not optim, (name, optim)
+
+
+def _source(module: str) -> Path:
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")

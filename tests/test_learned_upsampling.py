@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from coolchic import native_decoder
 from coolchic.bitstream import BitstreamError, SectionId, read_bitstream
 from coolchic.config import DecoderConfig, SynthesisConfig, UpsamplingConfig, get_arch
 from coolchic.decode import decode
+from coolchic.decoder import native as native_decoder
 from coolchic.decoder.constants import BICUBIC, UPS_FRAC, UPS_TAP_MAX, level_taps
+from coolchic.decoder.dispatch import synthesize
+from coolchic.decoder.reconstruct_torch import synthesize as synthesize_torch
 from coolchic.encode import encode
 from coolchic.entropy.fixedpoint import QLayer
 from coolchic.model import fused
@@ -28,8 +30,6 @@ from coolchic.payload import (
     unpack_weights,
 )
 from coolchic.quant import make_quantizer, quantize_taps
-from coolchic.reconstruct import synthesize
-from coolchic.reconstruct_torch import synthesize as synthesize_torch
 
 LEARNED = UpsamplingConfig(learned=True)
 

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from coolchic import native_decoder as native
 from coolchic import nativebuild
 from coolchic.config import grid_shapes
+from coolchic.decoder import native
+from coolchic.decoder.constants import BICUBIC
+from coolchic.decoder.dispatch import decode_latents, synthesize
 from coolchic.entropy.coder import EntropyError
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
-from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
+from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.quant import quantize_layer
-from coolchic.reconstruct import BICUBIC, synthesize
 
 
 @pytest.fixture(params=[v.name for v in nativebuild.variants()])

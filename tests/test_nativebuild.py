@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+import coolchic.decoder.native as native_decoder
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-import coolchic.native_decoder as native_decoder
 import coolchic.nativebuild as nativebuild
 from coolchic.config import DecoderConfig
 from coolchic.decode import decode

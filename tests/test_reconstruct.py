@@ -2,10 +2,10 @@ import numpy as np
 import torch
 
 from coolchic.config import DecoderConfig, SynthesisConfig
+from coolchic.decoder.dispatch import synthesize
 from coolchic.model.coolchic import CoolChic
 from coolchic.model.upsampling import upsample2x, upsample_cascade
 from coolchic.quant import quantize_layer
-from coolchic.reconstruct import synthesize
 
 
 def test_upsampling_taps_are_the_bicubic_kernel_at_factor_two():

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+import coolchic.decoder.native as native_decoder
+import coolchic.decoder.reconstruct as reconstruct
+import coolchic.decoder.reconstruct_torch as reconstruct_torch
 import coolchic.model.fused as fused
 import coolchic.model.native as native
-import coolchic.reconstruct as reconstruct
-import coolchic.reconstruct_torch as reconstruct_torch
-from coolchic import native_decoder
 from coolchic.config import ArmConfig, DecoderConfig, LatentConfig, SynthesisConfig, grid_shapes
 from coolchic.decoder.constants import TAP_SHIFT, TAPS
+from coolchic.decoder.dispatch import decode_latents, synthesize
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
-from coolchic.entropy.latents import decode_latents, encode_latents, make_schedule
+from coolchic.entropy.latents import encode_latents, make_schedule
 from coolchic.model.coolchic import CoolChic, laplace_bits
 from coolchic.model.upsampling import (
     band_matrix,
@@ -26,7 +27,6 @@ from coolchic.model.upsampling import (
     upsample_cascade,
 )
 from coolchic.presets import get_preset
-from coolchic.reconstruct import synthesize
 from coolchic.train import adam, overfit
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,6 +1,6 @@
 """The fixed-point constants of upsampling and synthesis, read by every twin: the numpy
-decoder (`coolchic.reconstruct`), the torch one (`coolchic.reconstruct_torch`), the
-training model (`coolchic.model.upsampling`), weight quantization and the payload. The C++
+decoder (`coolchic.decoder.reconstruct`), the torch one (`coolchic.decoder.reconstruct_torch`),
+the training model (`coolchic.model.upsampling`), weight quantization and the payload. The C++
 decoder and training kernels repeat them (a C++ file cannot import Python); tests compare
 their images and gradients with these (docs/architecture.md lists the twins and tests).
 """

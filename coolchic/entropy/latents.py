@@ -11,25 +11,21 @@ All grids live in one flat float64 buffer of rows of one common width (the wides
 CONTEXT_COLS zeros on each side), each grid below CONTEXT_ROWS rows of zeros, so that a
 context is the same set of flat offsets in every grid. The buffer ends with one cell holding
 1.0, gathered as the last context column (the bias input of
-`IntegerArm.table_rows_augmented`). The decoder computes the flat indices of the contexts
-for runs of waves at once, so a decoding wave is one gather, the ARM, one entropy-decoder
-call and one scatter; the native latent decoder (`coolchic.native_decoder`) runs that same
-loop in one C++ call.
+`IntegerArm.table_rows_augmented`). The schedule is shared: this module codes the
+latents in its order (encoder side), and the decoder (`coolchic.decoder.latents`, and the
+native one in `coolchic.decoder.native`) decodes them in the same order, into the same
+buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from coolchic import native_decoder
 from coolchic.config import CONTEXT_COLS, CONTEXT_ROWS, context_offsets, wavefront_slope
-from coolchic.entropy.coder import SymbolDecoder, SymbolEncoder, rate_bits
+from coolchic.entropy.coder import SymbolEncoder, rate_bits
 from coolchic.entropy.fixedpoint import IntegerArm
-
-WAVES_PER_INDEX = 64  # waves whose context indices the decoder computes at once
 
 
 @dataclass(frozen=True)
@@ -56,6 +52,12 @@ class Schedule:
     def contexts(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
         """(stop - start, context + 1) neighbour values of latents order[start:stop], then 1."""
         return buffer.take(self.context_index(start, stop))
+
+    def new_buffer(self) -> np.ndarray:
+        """(buffer_size,) float64 zeros but for the final 1.0 cell."""
+        buffer = np.zeros(self.buffer_size, dtype=np.float64)
+        buffer[-1] = 1.0
+        return buffer
 
     def grid_view(self, buffer: np.ndarray, k: int) -> np.ndarray:
         """The (h, w) interior of grid k in the flat buffer."""
@@ -106,14 +108,8 @@ def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
     )
 
 
-def _new_buffer(schedule: Schedule) -> np.ndarray:
-    buffer = np.zeros(schedule.buffer_size, dtype=np.float64)
-    buffer[-1] = 1.0
-    return buffer
-
-
 def fill_buffer(schedule: Schedule, grids: list[np.ndarray]) -> np.ndarray:
-    buffer = _new_buffer(schedule)
+    buffer = schedule.new_buffer()
     for k, grid in enumerate(grids):
         schedule.grid_view(buffer, k)[...] = grid
     return buffer
@@ -147,43 +143,3 @@ def encode_latents(schedule: Schedule, grids: list[np.ndarray], arm: IntegerArm)
     encoder = SymbolEncoder()
     encoder.encode(values, centers, rows)
     return encoder.finish()
-
-
-def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm, *,
-                   kernel: Literal["auto", "native", "numpy"] = "auto") -> list[np.ndarray]:
-    """Decode the grids wave by wave; raises EntropyError on corrupt data.
-
-    Args:
-        kernel: "native" runs the whole wave loop in one C++ call (`coolchic.native_decoder`),
-            "numpy" one ARM evaluation and one constriction call per wave; both give the
-            same latents bit for bit. "auto": native when it can be built here.
-    """
-    lib = native_decoder.select(kernel)
-    buffer = _new_buffer(schedule)
-    if lib is not None:
-        lib.decode_latents(schedule.order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
-    else:
-        _decode_waves(schedule, buffer, data, arm)
-    return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]
-
-
-def _decode_waves(schedule: Schedule, buffer: np.ndarray, data: bytes, arm: IntegerArm) -> None:
-    """The numpy path of `decode_latents`: fills `buffer` wave by wave."""
-    decoder = SymbolDecoder(data)
-    bounds = schedule.wave_bounds.tolist()
-    table_rows, decode = arm.table_rows_augmented, decoder.decode_trusted
-    for w0 in range(0, len(bounds) - 1, WAVES_PER_INDEX):
-        # the context indices of a run of waves at once: vectorized, and small enough to stay
-        # in cache (a whole image's would be tens of MB)
-        waves = bounds[w0 : w0 + WAVES_PER_INDEX + 1]
-        base = waves[0]
-        index = schedule.context_index(base, waves[-1])  # (n, context + 1)
-        targets = schedule.order[base : waves[-1]].astype(np.intp)  # (n,)
-        for s, e in zip(waves[:-1], waves[1:]):  # the hot loop: one wave of every grid
-            if s == e:  # images narrower than the wavefront slope have empty waves
-                continue
-            contexts = buffer.take(index[s - base : e - base])  # (e - s, context + 1)
-            # table_rows_augmented gives what decode_trusted needs: int64 centres within
-            # +-LATENT_MAX and rows within the table
-            buffer[targets[s - base : e - base]] = decode(*table_rows(contexts))
-    decoder.finish()

@@ -109,7 +109,7 @@ def check_preset(preset: str) -> str:
 def check_codec_options(spec: EvaluationSpec) -> None:
     """Refuse our codec's bad options before anything is written or trained."""
     from coolchic.config import check_arch_name
-    from coolchic.decode import check_device
+    from coolchic.decoder.dispatch import check_device
 
     check_preset(spec.preset)
     if spec.iterations is not None and spec.iterations < 1:

@@ -1,7 +1,7 @@
 """Synthesis: per-pixel MLP from the upsampled latents to the image, then 3x3 residual
 convolutions (the synthesis of COOL-CHIC, Ladune et al., ICCV 2023, with the small
 convolutions of its successors). Float training version; the decoder runs the same layers
-in fixed point (``coolchic.reconstruct``)."""
+in fixed point (``coolchic.decoder.reconstruct``)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ taps reversed (a symmetric 8-tap transposed filter). By default the taps are bic
 kernel, a = -0.75: [-9, 67, 225, -27] / 256); a decoder with learned upsampling has its own
 taps at each level (Philippe et al., arXiv 2411.19249), integers over 2^UPS_FRAC in the
 bitstream, so the same filters run exactly in fixed point in the decoder
-(``coolchic.reconstruct``). Grids are
-upsampled as a cascade, coarsest first: up 2x, crop to the next grid, stack, repeat
-(the hierarchical scheme of Cool-chic's later releases, Leguay et al. 2023).
+(``coolchic.decoder.reconstruct``). Grids are upsampled as a cascade, coarsest first: up
+2x, crop to the next grid, stack, repeat (the hierarchical scheme of Cool-chic's later
+releases, Leguay et al. 2023).
 
 Each 1-D pass is computed as small dense matrix products: the input is cut into blocks of
 BLOCK samples (plus the 4 the filter reaches beyond them) and every block is multiplied by

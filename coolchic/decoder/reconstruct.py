@@ -4,9 +4,10 @@ The encoder calls this same code to compute the image the decoder will produce, 
 PSNR it reports is the PSNR of the decoded file. Values are integers held in float64
 arrays (scale 2^-SYN_FRAC); every product and partial sum stays below 2^53, so matrix
 products give the same result whatever order BLAS sums in, on any CPU and thread count.
-That is also why the torch version (`coolchic.reconstruct_torch`, used for device="cuda")
-gives the same image bit for bit; on the CPU this module keeps torch out of the decoder
-(faster start, about 200 MB less memory).
+That is also why the torch version (`coolchic.decoder.reconstruct_torch`, used for
+device="cuda") and the native one (`coolchic.decoder.native`) give the same image bit for
+bit; `coolchic.decoder.dispatch.synthesize` chooses between them. On the CPU this module
+keeps torch out of the decoder (faster start, about 200 MB less memory).
 
 Each layer's rescaling by 2^(SYN_FRAC - acc_frac) is folded into its weights and bias:
 scaling by a power of two is exact, so ``floor(W' @ x + b')`` equals
@@ -25,12 +26,10 @@ machine made this kind of code 10x slower.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from coolchic import native_decoder
 from coolchic.decoder.constants import BICUBIC, SYN_FRAC, UPS_FRAC, UPS_MAX, level_taps
 from coolchic.entropy.fixedpoint import ACT_MAX, QLayer
 
@@ -139,7 +138,7 @@ def _coarse_stack(grids: list[np.ndarray], width: int, taps: np.ndarray) -> np.n
     return _upsample_cols(acc, width, _band_matrix(taps[0]), pad=1)
 
 
-def _folded(layer: QLayer) -> tuple[np.ndarray, np.ndarray]:
+def folded(layer: QLayer) -> tuple[np.ndarray, np.ndarray]:
     """Weight and bias of a layer reading 2^-SYN_FRAC inputs, pre-scaled so that the
     layer's output comes out at 2^-SYN_FRAC before the floor; float64, exact."""
     acc_frac = layer.w_frac + SYN_FRAC
@@ -149,16 +148,16 @@ def _folded(layer: QLayer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _augmented(layer: QLayer) -> np.ndarray:
-    """`_folded` as one (out, in + 1) matrix whose last column, the bias, multiplies an
+    """`folded` as one (out, in + 1) matrix whose last column, the bias, multiplies an
     input row of ones; a 3x3 convolution's (out, in, 3, 3) taps become (out, 9 in + 1)
     columns ordered ky, kx, input channel (the im2col rows of `_residual`)."""
-    w, b = _folded(layer)
+    w, b = folded(layer)
     if w.ndim == 4:
         w = w.transpose(0, 2, 3, 1)  # (out, ky, kx, in)
     return np.concatenate((w.reshape(w.shape[0], -1), b[:, None]), axis=1)
 
 
-def _carrying_layers(mlp: Sequence[QLayer]) -> list[np.ndarray]:
+def carrying_layers(mlp: Sequence[QLayer]) -> list[np.ndarray]:
     """The per-pixel layers as `_augmented` matrices, each hidden one with an extra last row
     (0, ..., 0, 1) that carries the constant 1 on to the next layer: (out [+ 1], in + 1)."""
     layers = [_augmented(layer) for layer in mlp]
@@ -238,8 +237,6 @@ def synthesize(
     *,
     bit_depth: int,
     taps: np.ndarray | None = None,
-    device: str = "cpu",
-    kernel: Literal["auto", "native", "numpy"] = "auto",
 ) -> np.ndarray:
     """Integer latent grids (finest first) -> image (H, W, C), uint8 or uint16.
 
@@ -249,22 +246,8 @@ def synthesize(
         taps: (n_grids - 1, 4) int64 upsampling taps over 2^UPS_FRAC, row l into grid l
             (learned upsampling); None: the bicubic taps at every level.
         bit_depth: 8 or 16, the output's.
-        device: 'cpu' runs this module; any other (torch) device runs
-            `coolchic.reconstruct_torch`, which gives the same image bit for bit.
-        kernel: on the CPU, "native" runs the same arithmetic in one C++ call
-            (`coolchic.native_decoder`), "numpy" the code below; the image is the same bit
-            for bit. "auto": native when it can be built here.
     """
-    if str(device) != "cpu":
-        from coolchic.reconstruct_torch import synthesize as synthesize_torch
-
-        return synthesize_torch(grids, mlp, residual, bit_depth=bit_depth, taps=taps, device=device)
     taps = level_taps(taps, len(grids) - 1)
-    lib = native_decoder.select(kernel)
-    if lib is not None:
-        layers = [m.T for m in _carrying_layers(mlp)]  # (inputs + 1, outputs [+ 1]) each
-        conv = [np.concatenate([w.ravel(), b]) for w, b in map(_folded, residual)]
-        return lib.synthesize(grids, layers, conv, bit_depth=bit_depth, taps=taps)
     scale = float(1 << SYN_FRAC)
     max_value = float((1 << bit_depth) - 1)
     h, w = grids[0].shape

@@ -1,6 +1,7 @@
 """The native decoder (``decoder_kernels.cpp``): the wave loop of
-`coolchic.entropy.latents.decode_latents` and the fixed-point synthesis of
-`coolchic.reconstruct.synthesize`, each as one C++ call, bit-exact with the numpy paths.
+`coolchic.decoder.latents.decode_waves` and the fixed-point synthesis of
+`coolchic.decoder.reconstruct.synthesize`, each as one C++ call, bit-exact with the numpy
+paths (`coolchic.decoder.dispatch` chooses).
 
 The numpy latent decoder pays about 100 us of Python and call overhead per wave, and a
 768x512 image has 2301 waves; the numpy synthesis makes a dozen passes over memory per
@@ -32,7 +33,7 @@ from coolchic.entropy.tables import ALPHABET, MU_FRAC_BITS, N_SCALE, PROB_BITS, 
 
 SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
 VERSION = 3  # coolchic_decoder_kernels_version() of SOURCE
-FLAGS = nativebuild.SOURCES["decoder_kernels.cpp"]
+FLAGS = nativebuild.SOURCES["decoder/decoder_kernels.cpp"]
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _ERRORS = {
     1: "Entropy data is corrupt: the main stream is invalid.",
@@ -149,7 +150,7 @@ class DecoderKernels:
 
     def synthesize(self, grids: Sequence[np.ndarray], mlp: Sequence[np.ndarray], conv: Sequence[np.ndarray],
                    *, bit_depth: int, taps: np.ndarray) -> np.ndarray:
-        """The image of `coolchic.reconstruct.synthesize`, bit for bit.
+        """The image of `coolchic.decoder.reconstruct.synthesize`, bit for bit.
 
         Args:
             grids: int64 (h_k, w_k) latents, finest first.
@@ -204,16 +205,3 @@ def unavailable_reason() -> str | None:
     lib = _load()
     return None if isinstance(lib, DecoderKernels) else lib
 
-
-def select(kernel: str) -> DecoderKernels | None:
-    """The kernels to use for a `kernel` argument of the decoder: "native" (raise
-    ValueError saying why when unavailable), "numpy" (None), or "auto" (native if here)."""
-    if kernel not in ("auto", "native", "numpy"):
-        raise ValueError(f"unknown kernel {kernel!r}; choose auto, native or numpy")
-    lib = None if kernel == "numpy" else kernels()
-    if kernel == "native" and lib is None:
-        raise ValueError(f"the native decoder is unavailable: {unavailable_reason()}")
-    if kernel == "auto" and lib is None:
-        nativebuild.warn_fallback("the native decoder", unavailable_reason(),
-                                  "decoding runs the numpy path: the same image, slower")
-    return lib

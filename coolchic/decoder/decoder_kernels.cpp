@@ -1,4 +1,4 @@
-// The decoder's two loops as native calls (loaded by coolchic/native_decoder.py):
+// The decoder's two loops as native calls (loaded by coolchic/decoder/native.py):
 // * coolchic_decode_latents: wave by wave, the integer ARM over the wave's latents
 //   (vectorized across latents, reading each context neighbour as a contiguous run of a
 //   small ring of recent waves: no gather), its outputs turned into table rows and
@@ -9,8 +9,8 @@
 //   residual 3x3 convolutions and the rounding to the output's integer levels, in bands of
 //   rows through rings of rows that stay in cache.
 //
-// They compute exactly what the numpy paths (coolchic/entropy/latents.py and
-// coolchic/reconstruct.py) compute (tests compare them bit for bit), so the bitstream
+// They compute exactly what the numpy paths (coolchic/decoder/latents.py and
+// coolchic/decoder/reconstruct.py) compute (tests compare them bit for bit), so the bitstream
 // format does not depend on them:
 // * values are integers (or integer multiples of a power of two) held in doubles, with
 //   the layer weights of the numpy paths (power-of-two rescaling folded in). Every product
@@ -693,10 +693,10 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
 
 // --- synthesis ----------------------------------------------------------------------------
 
-// One level's 2x upsampling: taps over 2^10 (coolchic.reconstruct.UPS_FRAC); output 2j
+// One level's 2x upsampling: taps over 2^10 (coolchic.decoder.constants.UPS_FRAC); output 2j
 // reads inputs j-2 .. j+1 with them, output 2j+1 inputs j-1 .. j+2 with them reversed;
 // inputs outside the axis read its nearest edge; every output is floored, then clipped to
-// +-2^36 (coolchic.reconstruct.UPS_MAX).
+// +-2^36 (coolchic.decoder.constants.UPS_MAX).
 constexpr double kUpsMax = 68719476736.0;  // 2^36
 constexpr double kUpsScale = 1.0 / 1024.0;
 
@@ -1041,7 +1041,7 @@ int coolchic_decode_latents(
   }
 }
 
-// The synthesis of coolchic.reconstruct.synthesize. grids: n_grids int64 planes (finest
+// The synthesis of coolchic.decoder.reconstruct.synthesize. grids: n_grids int64 planes (finest
 // first, grid k of shape shapes[2k] x shapes[2k+1]); the per-pixel layers as for the ARM
 // (dims (inputs, outputs), params weights input-major then biases, at 2^-16; the last
 // layer's outputs are the C channels); conv: n_conv residual 3x3 convolutions, each C*C*9

@@ -1,11 +1,12 @@
-"""The fixed-point upsampling and synthesis of `coolchic.reconstruct` in torch, for GPUs.
+"""The fixed-point upsampling and synthesis of `coolchic.decoder.reconstruct` in torch, for
+GPUs.
 
-`coolchic.reconstruct.synthesize` runs this module when asked for a device other than the
-CPU; on the CPU it uses its own numpy version, so that decoding never imports torch. Both
-compute the same integers (held in float64, scale 2^-SYN_FRAC, every sum below 2^53), so
-the image is bit-identical on CPU and CUDA and for any thread count (tested). Convolutions
-are written as matrix products over shifted copies of the input, which keeps library
-algorithms that are not exact (FFT, Winograd) out of the way.
+`coolchic.decoder.dispatch.synthesize` runs this module when asked for a device other than
+the CPU; on the CPU it runs the numpy or the native version, so that decoding never imports
+torch. All compute the same integers (held in float64, scale 2^-SYN_FRAC, every sum below
+2^53), so the image is bit-identical on CPU and CUDA and for any thread count (tested).
+Convolutions are written as matrix products over shifted copies of the input, which keeps
+library algorithms that are not exact (FFT, Winograd) out of the way.
 
 Each layer's rescaling by 2^(SYN_FRAC - acc_frac) is folded into its weights and bias:
 scaling by a power of two is exact, so ``floor(W' @ x + b')`` equals
@@ -120,7 +121,7 @@ def synthesize(
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Integer latent grids (finest first) -> image (H, W, C), uint8 or uint16; `taps` as
-    in `coolchic.reconstruct.synthesize`.
+    in `coolchic.decoder.reconstruct.synthesize`.
 
     The coarser grids are upsampled together to the finest grid's rows and the full width;
     the last vertical 2x pass, the per-pixel layers and the convolutions then run band by
