@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -173,6 +175,20 @@ def test_16_bit_rgb_round_trips_and_pillow_reads_our_file(tmp_path):
     write_image(tmp_path / "c.png", x, 16)
     assert np.array_equal(read_image(tmp_path / "c.png")[0], x)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "c.png")), x >> 8)
+
+
+@pytest.mark.parametrize("c, depth", [(1, 8), (3, 8), (1, 16)])
+def test_our_png_files_read_back_in_pillow_exactly(tmp_path, c, depth):
+    x = ramp(6, 9, c, (1 << depth) - 1)
+    write_image(tmp_path / "x.PNG", x, depth)  # the extension's case does not matter
+    with Image.open(tmp_path / "x.PNG") as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im).reshape(x.shape), x)
+
+
+def test_writing_a_png_imports_no_pillow(tmp_path):
+    code = ("import sys, numpy as np; from coolchic.io import write_image; "
+            "write_image(sys.argv[1], np.zeros((2, 3, 3), np.uint8), 8); sys.exit('PIL' in sys.modules)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png")], check=True)
 
 
 def test_one_pixel_images_are_read(tmp_path):
