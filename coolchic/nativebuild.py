@@ -24,11 +24,8 @@ import functools
 import hashlib
 import os
 import platform
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +94,8 @@ def library_name(source: Path, variant: Variant) -> str:
 
 def compiler() -> str | None:
     """Path of the C++ compiler to use ($CXX, else c++, g++, clang++), or None."""
+    import shutil  # here and in `build`: every decode loads this module, few ever build
+
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         path = shutil.which(name) if name else None
         if path:
@@ -112,6 +111,9 @@ def build(source: Path, flags: Sequence[str], variant: Variant, out: Path, *, cx
     Raises:
         RuntimeError: no compiler, or it failed (the message ends with its error output).
     """
+    import subprocess
+    import tempfile
+
     cxx = cxx or compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")

@@ -78,13 +78,12 @@ def test_a_corrupt_shipped_table_is_refused(tmp_path, monkeypatch):
     table = T.laplace_pmf_table().astype("<u4")
     table[3, 4, 5] += 1
     np.savez_compressed(tmp_path / "bad.npz", pmf=table)
-    monkeypatch.setattr(T, "resources", type("R", (), {"files": staticmethod(lambda _: tmp_path)}))
-    monkeypatch.setattr(T, "TABLE_FILE", "bad.npz")
+    monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / "bad.npz"))  # absolute: read from there
     T.laplace_pmf_table.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="corrupt"):
             T.laplace_pmf_table()
-        monkeypatch.setattr(T, "TABLE_FILE", "missing.npz")
+        monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / "missing.npz"))
         with pytest.raises(RuntimeError, match="cannot read"):
             T.laplace_pmf_table()
     finally:
