@@ -21,6 +21,7 @@ way.
 from __future__ import annotations
 
 import operator
+import os
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -239,6 +240,22 @@ class Header:
     width: int  # pixels
     channels: int  # 1 (gray) or 3 (RGB)
     bit_depth: int  # 8 or 16 bits per sample
+
+
+def peek_codec(data: bytes | str | os.PathLike) -> int | None:
+    """The codec id in a stream's fixed header, read without any check (a progressive
+    stream cut at a layer boundary is no complete container); None when the data or file
+    does not start like a coolchic stream."""
+    if isinstance(data, (str, os.PathLike)):
+        try:
+            with open(data, "rb") as f:
+                data = f.read(HEADER_BYTES)
+        except OSError:
+            return None
+    offset = len(MAGIC) + 2  # after the magic and the version bytes
+    if not bytes(data).startswith(MAGIC) or len(data) <= offset:
+        return None
+    return data[offset]
 
 
 def _header_problem(values: Mapping[str, int]) -> str | None:

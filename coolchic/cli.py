@@ -1,5 +1,8 @@
 """The `coolchic` command line: each command parses, makes one library call, and prints a
-rich summary. Bad input gives one line on stderr and exit status 2, never a traceback."""
+rich summary. Bad input gives one line on stderr and exit status 2, never a traceback.
+
+The console script (`coolchic.entry`) runs `decode` and `--version` without this module;
+both paths share `coolchic.cli_decode`."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coolchic.amortized.cli import amortized_app
+from coolchic.cli_decode import check_output, decode_files, error_line, version_line
 from coolchic.evaluate.cli import evaluate_command, reproduce_command
 
 app = typer.Typer(
@@ -29,11 +33,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def _show_version(value: bool) -> None:
     if value:
-        from coolchic import __version__
-        from coolchic.bitstream import FORMAT_MAJOR, FORMAT_MINOR
-
-        console.print(f"coolchic {__version__} (writes bitstream format {FORMAT_MAJOR}.{FORMAT_MINOR})",
-                      highlight=False)
+        console.print(version_line(), highlight=False)
         raise typer.Exit()
 
 
@@ -43,10 +43,6 @@ def main(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     """Overfitted neural image compression (COOL-CHIC) with a bit-exact integer decoder."""
-
-
-def error_line(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> None:
@@ -61,7 +57,7 @@ def clean_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, OSError, MemoryError) as exc:  # BitstreamError, ImageError, EntropyError too
+        except (ValueError, OSError, MemoryError) as exc:  # CommandError, BitstreamError, ImageError too
             fail(str(exc) or exc.__class__.__name__)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -75,22 +71,6 @@ def _progress(*first_columns):
     from coolchic.progress import progress_display
 
     return progress_display(err_console, *first_columns)
-
-
-def _check_output(path: Path) -> None:
-    """Refuse an output that cannot be written before any work is done (an encode would
-    otherwise fail after training)."""
-    import tempfile
-
-    if not path.parent.exists():
-        fail(f"output directory does not exist: {path.parent}")
-    if path.is_dir():
-        fail(f"output path is a directory: {path}")
-    try:  # what the atomic writer will do: a temporary file beside the target
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".coolchic-", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        fail(f"cannot write to {path.parent}: {exc.strerror or exc}")
 
 
 @app.command()
@@ -159,7 +139,7 @@ def encode(
         return
     image = images[0]
     output = output or image.with_suffix(".bin")
-    _check_output(output)
+    check_output(output)
     if not image.is_file():
         fail(f"no such image file: {image}")
     if codec != "coolchic":
@@ -238,7 +218,7 @@ def _encode_batch(images: list[Path], output: Path | None, *, lmbda: float | Non
     for image, path in zip(images, outputs):
         if not image.is_file():
             fail(f"no such image file: {image}")
-        _check_output(path)
+        check_output(path)
     if iterations is not None and iterations < 1:
         fail("--iterations must be >= 1")
     with _progress("{task.description}") as bar:
@@ -309,7 +289,6 @@ def _encode_amortized(image: Path, output: Path, *, codec: str, quality: float |
 
 
 @app.command()
-@clean_errors
 def decode(
     bitstreams: Annotated[list[Path], typer.Argument(
         help="Bitstream(s) to decode (any codec: the header names it).", show_default=False)],
@@ -326,64 +305,16 @@ def decode(
 
     With several, a file that fails is reported in one line and the others are still
     decoded; the exit status is then 2."""
-    if layers is not None and layers < 1:
-        fail("--layers must be >= 1")
-    if len(bitstreams) == 1:
-        output = output or bitstreams[0].with_suffix(".png")
-        _check_output(output)
-        _decode_one(bitstreams[0], output, device=device, checkpoint=checkpoint, layers=layers)
-        return
-    if output is not None and not output.is_dir():
-        fail(f"with several bitstreams, --output must be an existing folder: {output}")
-    outputs = [(output / b.name).with_suffix(".png") if output else b.with_suffix(".png")
-               for b in bitstreams]
-    if len(set(outputs)) < len(outputs):
-        fail("two bitstreams would decode to the same image path; decode them separately")
-    failed = 0
-    for bitstream, image_path in zip(bitstreams, outputs):
-        try:
-            _check_output(image_path)
-            _decode_one(bitstream, image_path, device=device, checkpoint=checkpoint, layers=layers)
-        except typer.Exit:  # its line is printed
-            failed += 1
-        except (ValueError, OSError, MemoryError) as exc:  # BitstreamError, ImageError too
-            error_line(f"{bitstream}: {exc or exc.__class__.__name__}")
-            failed += 1
-    if failed:
-        err_console.print(f"{failed} of {len(bitstreams)} bitstreams not decoded", highlight=False)
-        raise typer.Exit(2)
-
-
-def _decode_one(bitstream: Path, output: Path, *, device: str, checkpoint: Path | None,
-                layers: int | None) -> None:
-    """`decode` of one file: one library call, one summary line."""
-    from coolchic.amortized.api import decode as decode_amortized
-    from coolchic.amortized.api import peek_codec
-    from coolchic.bitstream import CodecId
-    from coolchic.decode import decode as decode_bitstream
-    from coolchic.io import write_image
-
-    progressive = peek_codec(bitstream) == CodecId.PROGRESSIVE  # may be a cut stream
-    if layers is not None and not progressive and bitstream.is_file():
-        fail(f"{bitstream}: --layers applies to progressive streams only "
-             "(coolchic encode --codec progressive)")
-    start = time.perf_counter()
-    if progressive:
-        image = decode_amortized(bitstream.read_bytes(), checkpoint=checkpoint, layers=layers)
-    else:
-        image = decode_bitstream(bitstream, device=device, checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-    write_image(output, image, 8 if image.dtype.itemsize == 1 else 16)
-    console.print(f"[bold green]{output}[/]: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
-                  f"decoded in {seconds:.3f} s", highlight=False)
+    status = decode_files(bitstreams, output=output, device=device, checkpoint=checkpoint, layers=layers)
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()
 @clean_errors
 def info(bitstream: Annotated[Path, typer.Argument(help="coolchic bitstream.")]) -> None:
     """Show a bitstream's header, section sizes and decoder complexity."""
-    from coolchic.amortized.api import peek_codec
-    from coolchic.bitstream import CodecId
+    from coolchic.bitstream import CodecId, peek_codec
     from coolchic.decode import codec_id, describe
 
     if peek_codec(bitstream) == CodecId.PROGRESSIVE or codec_id(bitstream) != CodecId.COOLCHIC:
@@ -425,7 +356,7 @@ def upgrade(
     from coolchic.legacy import upgrade as upgrade_bitstream
 
     output = output or bitstream.with_name(f"{bitstream.stem}-v{FORMAT_MAJOR}{bitstream.suffix or '.bin'}")
-    _check_output(output)
+    check_output(output)
     data = bitstream.read_bytes()
     new = upgrade_bitstream(data)
     atomic_write_bytes(output, new)

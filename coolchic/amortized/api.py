@@ -20,7 +20,7 @@ import numpy as np
 
 from coolchic.amortized import checkpoints, registry
 from coolchic.amortized.codec import MAX_PIXELS, image8, read_stream, rgb8  # noqa: F401 (re-exported)
-from coolchic.bitstream import HEADER_BYTES, MAGIC, BitstreamError, CodecId, read_bitstream
+from coolchic.bitstream import BitstreamError, CodecId, peek_codec, read_bitstream
 
 
 def image_codecs() -> tuple[str, ...]:
@@ -113,22 +113,6 @@ def encode(image: np.ndarray | str | os.PathLike, *, codec: str, quality: float 
                              psnr_db=psnr_images(array, reconstruction, 8), encode_seconds=seconds,
                              layer_ends=ends)
     return AmortizedResult(data, reconstruction, report)
-
-
-def peek_codec(data: bytes | str | os.PathLike) -> int | None:
-    """The codec id in a stream's fixed header, read without any check (a progressive
-    stream cut at a layer boundary is no complete container); None when the data or file
-    does not start like a coolchic stream."""
-    if isinstance(data, (str, os.PathLike)):
-        try:
-            with open(data, "rb") as f:
-                data = f.read(HEADER_BYTES)
-        except OSError:
-            return None
-    offset = len(MAGIC) + 2  # after the magic and the version bytes
-    if not bytes(data).startswith(MAGIC) or len(data) <= offset:
-        return None
-    return data[offset]
 
 
 def decode(data: bytes, *, checkpoint: str | os.PathLike | None = None,
