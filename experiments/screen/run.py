@@ -71,7 +71,10 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         # paper grade: the control is the protocol's own row (results/paper-grade/run)
         "slow-lat0.1": (learned, _recipe("slow", latent_lr=0.1)),
         "slow-lat0.2": (learned, _recipe("slow", latent_lr=0.2)),
+        "slow-lat0.05": (learned, _recipe("slow", latent_lr=0.05)),
         "slow-synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "slow"),
+        "slow-synth-learned-lat0.1": (replace(get_arch("synth"), upsampling=LEARNED),
+                                      _recipe("slow", latent_lr=0.1)),
     }
 
 
