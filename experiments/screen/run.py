@@ -9,7 +9,8 @@ The protocol: 4 whole Kodak images of different content (a portrait, a detailed 
 mid-detail one, large smooth areas with sharp edges) at lambda 1e-3 and 1e-2 (about 0.45
 and 0.08 bpp), preset `fast` (2800 iterations): 8 encodes a variant, about 4 minutes each
 on one core. Rows are JSON files, one per (variant, image, lambda), written when the encode
-ends, so a run resumes where it stopped; run two shards side by side on two cores. Each row
+ends (beside it, the bitstream as ROW.bin), so a run resumes where it stopped; run two
+shards side by side on two cores. Each row
 also holds the encode's trace: the best true RD cost so far (rounded latents, float
 weights) against the iteration and the wall time, so that variants can be compared at
 equal time as well as at equal iterations.
@@ -110,9 +111,11 @@ def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
         mse = 10.0 ** (-r.psnr_db / 10.0)
         row = {"variant": variant, "image": im, "lmbda": lm, "preset": r.preset, "bytes": r.n_bytes,
                "bpp": r.bpp, "psnr_db": r.psnr_db, "J": mse + lm * r.bpp,
-               "arch": r.arch, "mac_per_pixel": r.mac_per_pixel, "encode_s": r.encode_seconds,
+               "arch": r.arch, "mac_per_pixel": r.mac_per_pixel, "sections": r.section_bytes,
+               "encode_s": r.encode_seconds,
                "revision": _revision(), "machine": platform.processor() or platform.machine(),
                "trace": trace}
+        target.with_suffix(".bin").write_bytes(result.data)  # the file itself: decode it to check
         target.write_text(json.dumps(row, indent=1) + "\n")
         print(f"{target.name}: {r.n_bytes} bytes, {r.bpp:.4f} bpp, {r.psnr_db:.2f} dB, J {row['J']:.6f}, "
               f"{r.encode_seconds:.0f} s", flush=True)
