@@ -82,10 +82,12 @@ ARCHS: dict[str, DecoderConfig] = {
         synthesis=SynthesisConfig(hidden=(12,), residual_convs=0),
     ),
     # 639 MAC/pixel spent the other way round: a smaller ARM (192) and a wider synthesis
-    # (402). Worse than default on average, better on some images; `best` tries both.
+    # (402), learned taps. At low rates the synthesis, not the entropy model, limits the
+    # quality, and `auto` picks synth there (SYNTH_FROM); at high rates default wins.
     "synth": DecoderConfig(
         arm=ArmConfig(context=8, hidden=(8, 8)),
         synthesis=SynthesisConfig(hidden=(24,), residual_convs=2),
+        upsampling=UpsamplingConfig(learned=True),
     ),
     # The shape of Cool-chic's LOP decoder (about 580 MAC/pixel, Cool-chic 3.4 to 4.2): ARM
     # of 8 neighbours and two hidden layers of 8, synthesis 16 -> 3 then two 3x3 residual
@@ -122,6 +124,18 @@ RACE_ARCH = "race"  # train each of `race_candidates` briefly, encode with the b
 # larger decoder saves grows with the pixel count, so the switch point scales with it.
 SMALL_FROM = 1e-2  # lambda * 65536 / pixels from which `auto_arch` picks SMALL_ARCH
 SMALL_ARCH = "lite-noconv"
+# Below SMALL_FROM, the rate itself decides between the two ways of spending about 650
+# multiplies: at low rates (a few hundredths of a bit per pixel) the synthesis limits the
+# quality, at high rates the entropy model does. On whole Kodak images with the paper-grade
+# preset, synth's J / default's J at lambda 2e-2 was 0.879 (kodim04, both with learned
+# taps; results/screening/, round 4) and 0.907 to 0.941 on kodim01, 07, 15, 23 (both
+# bicubic; results/kodak-quick-recipe/); at 4e-3 0.94 to 1.05 (2 of 4), at 5e-4 1.03 to
+# 1.16 (0 of 4). With preset fast on 20 other whole images: 0.978 at 2e-2 (14 of 20),
+# 1.002 at 8e-3 (9 of 20; results/kodak-full-fast-synth/). The switch is on lambda, not on
+# lambda per pixel: on 256x256 crops at 4e-3 (a mid rate there too) synth lost, 1.017
+# (2 of 8; results/kodak-quick-recipe/).
+SYNTH_FROM = 1e-2  # lambda from which `auto_arch` picks SYNTH_ARCH (below SMALL_FROM's load)
+SYNTH_ARCH = "synth"
 
 
 def get_arch(name: str) -> DecoderConfig:
@@ -143,8 +157,10 @@ def check_arch_name(name: str) -> str:
 def auto_arch(lmbda: float, height: int, width: int) -> str:
     """The decoder configuration `auto` picks for an image of this size at this lambda:
     SMALL_ARCH where its fewer weight bits pay (lambda * 65536 / pixels >= SMALL_FROM),
-    else default."""
-    return SMALL_ARCH if lmbda * (1 << 16) / (height * width) >= SMALL_FROM else DEFAULT_ARCH
+    else SYNTH_ARCH at low rates (lambda >= SYNTH_FROM), else default."""
+    if lmbda * (1 << 16) / (height * width) >= SMALL_FROM:
+        return SMALL_ARCH
+    return SYNTH_ARCH if lmbda >= SYNTH_FROM else DEFAULT_ARCH
 
 
 # Where auto picks default, `best` also tries synth: per image and lambda, the decoder of
@@ -158,13 +174,14 @@ def auto_arch(lmbda: float, height: int, width: int) -> str:
 # On the other 20 whole Kodak images with preset fast (results/kodak-full-fast-synth/): synth's
 # J / default's J has geometric mean 0.978 at 2e-2 (better on 14 of 20, but 1.31 on kodim02)
 # and 1.002 at 8e-3 (9 of 20), so auto keeps default there; best lowers J by 4.2 % and 1.0 %.
-BEST_ALSO = ("synth",)
+BEST_ALSO = {DEFAULT_ARCH: "synth", SYNTH_ARCH: DEFAULT_ARCH}
 
 
 def best_candidates(lmbda: float, height: int, width: int) -> tuple[str, ...]:
-    """The decoders `best` encodes with: auto's pick, and BEST_ALSO where that is default."""
+    """The decoders `best` encodes with: auto's pick, and its BEST_ALSO rival (none for
+    SMALL_ARCH)."""
     first = auto_arch(lmbda, height, width)
-    return (first, *BEST_ALSO) if first == DEFAULT_ARCH else (first,)
+    return (first, BEST_ALSO[first]) if first in BEST_ALSO else (first,)
 
 
 # `race` (the per-image choice of Cool-chic's MIX at a fraction of `best`'s cost): where auto
@@ -175,14 +192,15 @@ def best_candidates(lmbda: float, height: int, width: int) -> tuple[str, ...]:
 # 0.64 % on the 8 screening pairs (-4.6 % on kodim23 at 1e-2, where it picked lop), 0.5 %
 # short of always picking the better one; for 1.2 times the iterations, which is about
 # what 20 % more iterations would give, so auto does not race.
-RACE_ALSO = ("lop",)
+# Where auto picks synth (low rates), the race is against default.
+RACE_ALSO = {DEFAULT_ARCH: "lop", SYNTH_ARCH: DEFAULT_ARCH}
 RACE_FRACTION = 0.1
 
 
 def race_candidates(lmbda: float, height: int, width: int) -> tuple[str, ...]:
-    """The decoders `race` tries: auto's pick, and RACE_ALSO where that is default."""
+    """The decoders `race` tries: auto's pick, and its RACE_ALSO rival (none for SMALL_ARCH)."""
     first = auto_arch(lmbda, height, width)
-    return (first, *RACE_ALSO) if first == DEFAULT_ARCH else (first,)
+    return (first, RACE_ALSO[first]) if first in RACE_ALSO else (first,)
 
 
 def grid_shapes(height: int, width: int, n_grids: int) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import torch
 
 from coolchic.bitstream import read_bitstream
 from coolchic.complexity import mac_per_pixel
-from coolchic.config import ARCHS
+from coolchic.config import ARCHS, UpsamplingConfig
 from coolchic.decode import decode, describe
 from coolchic.encode import effective_config, encode
 from coolchic.metrics import psnr_images
@@ -184,7 +184,7 @@ def test_coded_weights_size_matches_the_estimate_and_round_trips():
     )
 
     rng = np.random.default_rng(2)
-    config = ARCHS["synth"]  # bicubic upsampling: the layers alone (the taps: test_learned_upsampling)
+    config = replace(ARCHS["synth"], upsampling=UpsamplingConfig())  # the layers alone (taps: test_learned_upsampling)
     groups = {}
     for i, (name, shapes) in enumerate(layer_shapes(config, 3).items()):
         groups[name] = tuple(
@@ -248,13 +248,15 @@ def test_step_search_looks_past_a_bump_that_stopped_the_old_search():
 
 
 def test_auto_arch_picks_the_small_decoder_only_where_the_weights_weigh_on_the_file():
-    from coolchic.config import SMALL_FROM, auto_arch, check_arch_name
+    from coolchic.config import SMALL_FROM, SYNTH_FROM, auto_arch, check_arch_name
 
     # the measured cases: 256x256 crops at 1e-2 and 2e-2 (lite-noconv), 4e-3 (default)
     assert auto_arch(2e-2, 256, 256) == auto_arch(1e-2, 256, 256) == "lite-noconv"
     assert auto_arch(4e-3, 256, 256) == "default"
-    assert auto_arch(2e-2, 512, 768) == "default"  # six times the pixels
     assert auto_arch(SMALL_FROM * 6, 512, 768) == "lite-noconv"
+    # below that, whole images: synth at low rates, default above (measured at 2e-2, 4e-3, 5e-4)
+    assert auto_arch(2e-2, 512, 768) == auto_arch(SYNTH_FROM, 512, 768) == "synth"
+    assert auto_arch(4e-3, 512, 768) == auto_arch(5e-4, 512, 768) == "default"
     assert check_arch_name("auto") == "auto" and check_arch_name("best") == "best"
     with pytest.raises(ValueError, match="auto, best, race, default"):
         check_arch_name("huge")
@@ -311,6 +313,7 @@ def test_best_keeps_the_candidate_of_lowest_rd_cost_and_counts_progress_over_bot
     lmbda = 1e-5  # small enough for auto to pick default on 256 pixels
     assert best_candidates(lmbda, 16, 16) == ("default", "synth")
     assert best_candidates(1e-2, 16, 16) == ("lite-noconv",)
+    assert best_candidates(2e-2, 512, 768) == ("synth", "default")  # low rate, whole image
     seen = []
     best = encode(image, lmbda=lmbda, iterations=6, arch="best", callback=seen.append)
     singles = {name: encode(image, lmbda=lmbda, iterations=6, arch=name) for name in ("default", "synth")}
@@ -335,6 +338,7 @@ def test_race_encodes_with_the_candidate_whose_short_run_costs_least():
     lmbda = 1e-5
     assert race_candidates(lmbda, 16, 16) == ("default", "lop")
     assert race_candidates(1e-2, 16, 16) == ("lite-noconv",)
+    assert race_candidates(2e-2, 512, 768) == ("synth", "default")
     seen = []
     raced = encode(image, lmbda=lmbda, iterations=40, arch="race", callback=seen.append)
     short = round(40 * RACE_FRACTION)  # each candidate's short run, in iterations

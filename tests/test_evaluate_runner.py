@@ -210,3 +210,49 @@ def test_rows_have_exactly_the_documented_columns(images, tmp_path):
               if not ln.startswith("#")][0].split("\t")
     assert header == [("lambda" if f == "lmbda" else f) for f in ROW_FIELDS]
     assert header[:4] == ["codec", "image", "width", "height"]
+
+
+def test_a_run_folder_of_another_recipe_is_refused_not_mixed(tmp_path, monkeypatch):
+    from coolchic import config
+    from coolchic.evaluate.provenance import recipe_fingerprint
+
+    first = recipe_fingerprint("slow", None, None)
+    assert first == recipe_fingerprint("slow", None, None)  # stable
+    assert first != recipe_fingerprint("slow", 500, None)  # the phases scaled
+    assert first != recipe_fingerprint("fast", None, None)
+    assert first != recipe_fingerprint("slow", None, "best")
+    monkeypatch.setattr(config, "SYNTH_FROM", config.SYNTH_FROM * 2)  # auto's rule changed
+    changed = recipe_fingerprint("slow", None, None)
+    assert changed != first
+
+    store = RunStore(tmp_path / "run")
+    store.open_run(identity={"crop": None, "dataset": "kodak", "recipe": first}, invocation={})
+    store.open_run(identity={"crop": None, "dataset": "kodak", "recipe": first}, invocation={})  # resumes
+    with pytest.raises(EvaluationError, match="another coolchic recipe"):
+        store.open_run(identity={"crop": None, "dataset": "kodak", "recipe": changed}, invocation={})
+    old = RunStore(tmp_path / "old")  # a folder from before recipes were recorded
+    old.open_run(identity={"crop": None, "dataset": "kodak"}, invocation={})
+    with pytest.raises(EvaluationError, match="unrecorded"):
+        old.open_run(identity={"crop": None, "dataset": "kodak", "recipe": first}, invocation={})
+    assert len(json.loads((tmp_path / "run" / "run.json").read_text())["invocations"]) == 2
+
+
+def test_publishing_copies_the_runs_bitstreams_and_removes_any_other(tmp_path):
+    from coolchic.evaluate.reproduce import publish_bitstreams
+    from coolchic.evaluate.store import Row
+
+    store = RunStore(tmp_path / "run")
+    store.open_run(identity={"crop": None, "dataset": "kodak"}, invocation={})
+    for image, data in (("kodim01", b"one"), ("kodim04", b"four")):
+        store.save(Row("coolchic-slow", image, 8, 8, 0.02, None, len(data), 1.0, 30.0, 1.0, 0.9,
+                       1.0, 0.1, 600.0, "slow", "test"), data)
+    store.save(Row("hevc444", "kodim01", 8, 8, None, 30, 3, 1.0, 30.0, 1.0, 0.9, 1.0, 0.1, None,
+                   "x", "x"), b"hev")
+    folder = tmp_path / "bitstreams"
+    folder.mkdir()
+    (folder / "kodim23@0.02.bin").write_bytes(b"an older run's")
+    (folder / "kodim01@0.02.bin").write_bytes(b"stale")
+    written = publish_bitstreams(store, "coolchic-slow", folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["kodim01@0.02.bin", "kodim04@0.02.bin"]
+    assert sorted(written) == sorted(folder.iterdir())
+    assert (folder / "kodim01@0.02.bin").read_bytes() == b"one"

@@ -30,7 +30,7 @@ from coolchic.evaluate.jobs import (
     Outcome,
 )
 from coolchic.evaluate.plots import rd_figure, save_rd_plot
-from coolchic.evaluate.provenance import code_revision, command_line, machine_description
+from coolchic.evaluate.provenance import code_revision, command_line, machine_description, recipe_fingerprint
 from coolchic.evaluate.published import PublishedCurve, published_curves
 from coolchic.evaluate.report import (
     BdEntry,
@@ -219,8 +219,11 @@ def evaluate(
     for note in skipped:
         console.print(f"[yellow]note:[/] {note}")
     store = RunStore(spec.out)
+    identity = {"crop": spec.crop, "dataset": Path(spec.images_dir).resolve().name}
+    if spec.preset is not None and spec.lambdas and codec_factory is None:
+        identity["recipe"] = recipe_fingerprint(spec.preset, spec.iterations, spec.arch)
     store.open_run(
-        identity={"crop": spec.crop, "dataset": Path(spec.images_dir).resolve().name},
+        identity=identity,
         invocation={"command": command or command_line(),
                     "machine": machine_description(spec.device),
                     "revision": code_revision(),

@@ -93,3 +93,22 @@ def command_line(argv: list[str] | None = None) -> str:
     if args:
         args[0] = Path(args[0]).name
     return shlex.join(args)
+
+
+def recipe_fingerprint(preset: str, iterations: int | None, arch: str | None) -> str:
+    """12 hex digits that change whenever what our codec's encodes depend on does: the
+    preset's phases (after `iterations`), the named decoder configurations and the rules
+    by which `auto`, `best` and `race` pick among them. A run folder records it, so that a
+    run resumed after such a change is refused rather than mixed."""
+    import hashlib
+
+    from coolchic import config
+    from coolchic.presets import get_preset
+
+    recipe = get_preset(preset)
+    if iterations is not None:
+        recipe = recipe.scaled_to(iterations)
+    rules = (config.SMALL_FROM, config.SMALL_ARCH, config.SYNTH_FROM, config.SYNTH_ARCH,
+             config.BEST_ALSO, config.RACE_ALSO, config.RACE_FRACTION, config.DEFAULT_ARCH)
+    text = repr((recipe, arch, sorted(config.ARCHS.items()), rules))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -237,8 +237,9 @@ def reproduce(
 
 
 def publish_bitstreams(store: RunStore, codec: str, folder: Path) -> list[Path]:
-    """Copy the run's bitstreams of `codec` to `folder` as IMAGE@LAMBDA.bin (nothing else
-    goes there), so that they can be decoded and measured without our evaluation code."""
+    """Copy the run's bitstreams of `codec` to `folder` as IMAGE@LAMBDA.bin, and remove the
+    .bin files there that are not this run's (nothing else goes there), so that they can be
+    decoded and measured without our evaluation code."""
     written = []
     folder.mkdir(parents=True, exist_ok=True)
     for row in store.rows():
@@ -249,6 +250,8 @@ def publish_bitstreams(store: RunStore, codec: str, folder: Path) -> list[Path]:
             target = folder / f"{row.image}@{row.setting:g}.bin"
             atomic_write_bytes(target, source.read_bytes())
             written.append(target)
+    for stale in set(folder.glob("*.bin")) - set(written):  # another run's: not this run's evidence
+        stale.unlink()
     return written
 
 

@@ -137,10 +137,16 @@ class RunStore:
                 manifest = json.loads(manifest_path.read_bytes())
             except ValueError as err:
                 raise EvaluationError(f"{manifest_path} is not valid JSON: {err}") from None
-            if manifest.get("identity") != identity:
+            held = manifest.get("identity")
+            if held != identity:
+                if isinstance(held, dict) and held.get("recipe") != identity.get("recipe"):
+                    raise EvaluationError(
+                        f"{self.out} holds encodes of another coolchic recipe (preset, decoders or "
+                        f"the rules that pick them changed: {held.get('recipe', 'unrecorded')} "
+                        f"against {identity.get('recipe')}); choose another --out, or move it away"
+                    )
                 raise EvaluationError(
-                    f"{self.out} holds a run of {manifest.get('identity')}, not {identity};"
-                    " choose another --out"
+                    f"{self.out} holds a run of {held}, not {identity}; choose another --out"
                 )
         manifest["invocations"].append(invocation)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -152,6 +152,25 @@ def report(rows: Path, control: str = CONTROL) -> None:
                   f"(range {min(r):.4f} to {max(r):.4f}); encode {seconds:.0f} s on average")
 
 
+def report_against_protocol(rows: Path, protocol: Path) -> None:
+    """Each row beside the paper-grade protocol's row of the same (image, lambda): the
+    control is the product's own encode (coolchic-slow, --arch auto) of that run folder."""
+    controls = {}
+    for path in (protocol / "rows").glob("*/*.json"):
+        r = json.loads(path.read_text())
+        controls[(r["image"], float(r["lmbda"]))] = r
+    print("| variant | image | lambda | control: bpp / dB | variant: bpp / dB | J / control | encode (min) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for path in sorted(rows.glob("*.json")):
+        r = json.loads(path.read_text())
+        c = controls.get((r["image"], float(r["lmbda"])))
+        if c is None:
+            continue
+        j_control = c["mse"] / 255.0**2 + c["lmbda"] * c["bpp"]
+        print(f"| {r['variant']} | {r['image']} | {r['lmbda']:g} | {c['bpp']:.4f} / {c['psnr_db']:.2f} | "
+              f"{r['bpp']:.4f} / {r['psnr_db']:.2f} | {r['J'] / j_control:.4f} | {r['encode_s'] / 60:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shard", nargs="?", help="i/n: run every n-th job from the i-th")
@@ -161,8 +180,11 @@ def main() -> None:
     parser.add_argument("--control", default=CONTROL, help="the variant others are compared with")
     parser.add_argument("--images", default=",".join(IMAGES), help="comma-separated Kodak names")
     parser.add_argument("--lambdas", default=",".join(f"{v:g}" for v in LAMBDAS))
+    parser.add_argument("--protocol", type=Path, help="with --report: compare with this paper-grade run")
     args = parser.parse_args()
-    if args.report:
+    if args.report and args.protocol:
+        report_against_protocol(args.rows, args.protocol)
+    elif args.report:
         report(args.rows, args.control)
     else:
         run(args.shard, args.rows, args.variants.split(","), tuple(args.images.split(",")),
