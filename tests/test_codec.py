@@ -184,7 +184,8 @@ def test_coded_weights_size_matches_the_estimate_and_round_trips():
     )
 
     rng = np.random.default_rng(2)
-    config = replace(ARCHS["synth"], upsampling=UpsamplingConfig())  # the layers alone (taps: test_learned_upsampling)
+    # the layers alone (the taps: test_learned_upsampling)
+    config = replace(ARCHS["synth"], upsampling=UpsamplingConfig())
     groups = {}
     for i, (name, shapes) in enumerate(layer_shapes(config, 3).items()):
         groups[name] = tuple(
