@@ -69,7 +69,7 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "medium": (learned, "medium"),
         "medium-lat0.15": (learned, _recipe("medium", latent_lr=0.15)),
         "medium-net0.01": (learned, _recipe("medium", lr=1e-2)),
-        # paper grade: the control is the protocol's own row (results/paper-grade/run)
+        # paper grade: the control is the first protocol run's row (results/paper-grade/run-0.5.0)
         "slow-lat0.1": (learned, _recipe("slow", latent_lr=0.1)),
         "slow-lat0.2": (learned, _recipe("slow", latent_lr=0.2)),
         "slow-lat0.05": (learned, _recipe("slow", latent_lr=0.05)),
