@@ -88,8 +88,15 @@ def source_sha(source: Path) -> str:
 
 
 def library_name(source: Path, variant: Variant) -> str:
-    """The file name of `source`'s library in `variant` (the same in the package and the cache)."""
+    """The file name of `source`'s library in `variant`, as installed in the package."""
     return f"{source.stem}_{variant.name}.so"
+
+
+def cache_name(source: Path, variant: Variant) -> str:
+    """The file name of `source`'s library in the development cache: it names the source's
+    SHA, so that a library built from an edited source never takes the path of a stale one
+    (the dynamic loader hands out a library already loaded under the same path)."""
+    return f"{source.stem}_{variant.name}_{source_sha(source)[:16]}.so"
 
 
 def compiler() -> str | None:
@@ -198,7 +205,7 @@ def load(source: Path, *, flags: Sequence[str], version_symbol: str, version: in
         return reasons[0] + "; COOLCHIC_NATIVE=build compiles it on first use"
     for variant in candidates:
         try:
-            path = private_cache() / library_name(source, variant)
+            path = private_cache() / cache_name(source, variant)
             if path.exists():
                 opened = _open(path, source, version_symbol, version)
                 if isinstance(opened, ctypes.CDLL):

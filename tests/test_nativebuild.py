@@ -164,3 +164,22 @@ def test_every_native_source_is_listed_with_the_flags_its_loader_uses():
     listed = {nativebuild.PACKAGE / name: flags for name, flags in nativebuild.SOURCES.items()}
     assert listed == {native.SOURCE: native.FLAGS, native_decoder.SOURCE: native_decoder.FLAGS}
     assert set(nativebuild.PACKAGE.rglob("*.cpp")) == set(listed)
+
+
+def test_the_development_build_replaces_a_stale_cached_library_in_the_same_process(fresh, monkeypatch):
+    if nativebuild.compiler() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("COOLCHIC_NATIVE", "build")
+    source = fresh / "decoder_kernels.cpp"  # a copy of the decoder's source, then an edit of it
+    source.write_text(native_decoder.SOURCE.read_text())
+    load = dict(flags=native_decoder.FLAGS, version_symbol="coolchic_decoder_kernels_version",
+                version=native_decoder.VERSION)
+    first = nativebuild.load(source, **load)
+    assert isinstance(first, ctypes.CDLL), first
+    source.write_text(source.read_text() + "\n// an edit\n")  # the cached library is now stale
+    second = nativebuild.load(source, **load)
+    assert isinstance(second, ctypes.CDLL), second
+    sha = second.coolchic_source_sha
+    sha.restype = ctypes.c_char_p
+    assert sha().decode() == nativebuild.source_sha(source)
+    assert len(list((fresh / "cache").rglob("decoder_kernels_*.so"))) == 2  # one per source version
