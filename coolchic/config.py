@@ -127,7 +127,7 @@ SMALL_ARCH = "lite-noconv"
 # Below SMALL_FROM, the rate itself decides between the two ways of spending about 650
 # multiplies: at low rates (a few hundredths of a bit per pixel) the synthesis limits the
 # quality, at high rates the entropy model does. On whole Kodak images with the paper-grade
-# preset, synth's J / default's J at lambda 2e-2 was 0.879 (kodim04, both with learned
+# preset, synth's J / default's J at lambda 2e-2 was 0.880 (kodim04, both with learned
 # taps; results/screening/, round 4) and 0.907 to 0.941 on kodim01, 07, 15, 23 (both
 # bicubic; results/kodak-quick-recipe/); at 4e-3 0.94 to 1.05 (2 of 4), at 5e-4 1.03 to
 # 1.16 (0 of 4). With preset fast on 20 other whole images: 0.978 at 2e-2 (14 of 20),
@@ -163,7 +163,7 @@ def auto_arch(lmbda: float, height: int, width: int) -> str:
     return SYNTH_ARCH if lmbda >= SYNTH_FROM else DEFAULT_ARCH
 
 
-# Where auto picks default, `best` also tries synth: per image and lambda, the decoder of
+# Where auto picks default or synth, `best` also tries the other: per image and lambda, the decoder of
 # lower true RD cost (the per-image choice among decoders of C3, Kim et al., CVPR 2024). It
 # doubles the encode time. Measured (results/kodak-quick-recipe/): on 256x256 crops an
 # oracle choice among four decoders under 700 MAC/pixel lowers J by 0 % at lambda 5e-4 and
