@@ -7,6 +7,7 @@ both paths share `coolchic.cli_decode`."""
 from __future__ import annotations
 
 import functools
+import glob
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,10 @@ def encode(
     batch: Annotated[int | None, typer.Option(
         help="Several images: at most N encodes trained together [all those of one size].",
         show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Save the training state to OUTPUT.partial.* every minute, and go on from it when "
+             "the same encode is run again (same bitstream as an encode never stopped); the "
+             "files are removed once the bitstream is written.")] = True,
 ) -> None:
     """Encode IMAGE into a coolchic bitstream; several images are trained together, in
     batches of one size (each its own bitstream, whatever its batch)."""
@@ -168,13 +173,24 @@ def encode(
                 bar.update(task, total=p.total, completed=p.iteration,
                            stats=f"loss {p.loss:.3g}  {p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
 
-        def encode_at(value: float):
+        def encode_at(value: float, saves: Path | None = None):
             return encode_image(image, lmbda=value, preset=preset, iterations=iterations,
                                 device=device, seed=seed, arch=arch, callback=on_progress,
-                                threads=threads, compile=compile)
+                                threads=threads, compile=compile, resume=saves)
 
         if target_bpp is None and target_psnr is None:
-            result = encode_at(1e-3 if lmbda is None else lmbda)
+            saves = output.with_name(output.name + ".partial") if resume else None
+            if saves is not None and any(output.parent.glob(f"{glob.escape(saves.name)}.*")):
+                bar.console.print(f"found saved training in {saves}.*: an encode of the same image, "
+                                  "lambda and settings goes on from it", highlight=False)
+            try:
+                result = encode_at(1e-3 if lmbda is None else lmbda, saves)
+            except KeyboardInterrupt:
+                if saves is None or not any(output.parent.glob(f"{glob.escape(saves.name)}.*")):
+                    raise
+                err_console.print(f"interrupted; the training state is saved in {saves}.*: run the "
+                                  "same command to go on from it")
+                raise typer.Exit(130) from None
         else:
             from coolchic.rate_control import search_lmbda
 

@@ -99,8 +99,19 @@ def _offset(callback: ProgressCallback | None, done: int, total: int) -> Progres
     return lambda p: callback(replace(p, iteration=done + p.iteration, total=total))
 
 
+def _saves(resume: Path | None, label: str, used: list[Path]) -> Path | None:
+    """The training-state file of one training of an encode that saves to `resume` (each
+    training its own file, named after `label`), recorded in `used`."""
+    if resume is None:
+        return None
+    path = resume.with_name(f"{resume.name}.{label}")
+    used.append(path)
+    return path
+
+
 def _race(x: torch.Tensor, names: tuple[str, ...], recipe: Preset, lmbda: float, h: int, w: int,
-          callback: ProgressCallback | None, **train) -> tuple[str, int]:
+          callback: ProgressCallback | None, resume: Path | None, used: list[Path],
+          **train) -> tuple[str, int]:
     """The decoder of `names` whose model, trained for RACE_FRACTION of `recipe`, has the
     lowest true RD cost (rounded latents, float weights); and the iterations spent."""
     short = recipe.scaled_to(max(1, round(recipe.iterations * RACE_FRACTION)))
@@ -108,7 +119,8 @@ def _race(x: torch.Tensor, names: tuple[str, ...], recipe: Preset, lmbda: float,
     costs = []
     for k, name in enumerate(names):
         model = overfit(x, effective_config(get_arch(name), h, w), short, lmbda,
-                        callback=_offset(callback, k * short.iterations, total), **train)
+                        callback=_offset(callback, k * short.iterations, total),
+                        resume=_saves(resume, f"race-{name}", used), **train)
         with torch.no_grad():
             costs.append(rd_loss(model, x.to(train["device"]), lmbda, make_quantizer("round"))[0].item())
     return names[costs.index(min(costs))], len(names) * short.iterations
@@ -179,6 +191,7 @@ def encode(
     callback: ProgressCallback | None = None,
     threads: int | None = None,
     compile: CompileMode = "auto",
+    resume: str | Path | None = None,
 ) -> EncodeResult:
     """Encode an image (array or path) at rate-distortion trade-off `lmbda`.
 
@@ -200,6 +213,11 @@ def encode(
             `coolchic.train.overfit`.
         compile: compiled training kernels: "auto" or "on" (native C++ kernels on the
             CPU, built with the system compiler; else torch.compile), or "off".
+        resume: a file path prefix for the training state (``coolchic.checkpoint``): each
+            training of the encode saves its state to PREFIX.NAME every minute, and goes on
+            from a save of its own found there (same image, lambda, recipe, decoder,
+            seed, device and kernels: the same bitstream as an encode never stopped). The
+            files are removed once the bitstream is made.
     """
     if not (isinstance(lmbda, (int, float)) and math.isfinite(lmbda) and lmbda > 0):
         raise ValueError(f"lambda must be a finite number > 0, got {lmbda}")
@@ -219,6 +237,7 @@ def encode(
     x = image_tensor(array, bit_depth)
     train = {"seed": seed, "device": device, "threads": threads, "compile": compile}
     raced = 0  # iterations spent by a race
+    resume, used = (None if resume is None else Path(resume)), []
     if isinstance(arch, DecoderConfig):
         candidates = [("custom", arch)]
     elif arch == BEST_ARCH:
@@ -226,7 +245,7 @@ def encode(
     elif arch == RACE_ARCH:
         names = race_candidates(lmbda, h, w)
         name, raced = (names[0], 0) if len(names) == 1 else _race(x, names, recipe, lmbda, h, w,
-                                                                   callback, **train)
+                                                                   callback, resume, used, **train)
         candidates = [(name, get_arch(name))]
     else:
         name = auto_arch(lmbda, h, w) if arch in (None, AUTO_ARCH) else arch
@@ -237,11 +256,14 @@ def encode(
     for k, (name, config) in enumerate(candidates):
         config = effective_config(config, h, w)
         progress = _offset(callback, raced + k * recipe.iterations, total)
-        model = overfit(x, config, recipe, lmbda, callback=progress, **train).cpu()
+        model = overfit(x, config, recipe, lmbda, callback=progress,
+                        resume=_saves(resume, name, used), **train).cpu()
         coded = code_model(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
         if best is None or coded.cost < best[0].cost:
             best = (coded, name)
     coded, arch_name = best
+    for path in used:
+        path.unlink(missing_ok=True)
     return EncodeResult(coded.data, coded.reconstruction,
                         encode_report(coded, lmbda=lmbda, preset=recipe.name, arch=arch_name,
                                       iterations=total, seconds=time.perf_counter() - start))

@@ -8,11 +8,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
 
+from coolchic import checkpoint as ckpt
 from coolchic.config import DecoderConfig
 from coolchic.model import native
 from coolchic.model.coolchic import CoolChic
@@ -157,6 +159,8 @@ def overfit(
     callback: ProgressCallback | None = None,
     threads: int | None = None,
     compile: CompileMode = "auto",
+    resume: Path | None = None,
+    resume_every_s: float | None = None,
 ) -> CoolChic:
     """Train a model of `image` ((1, C, H, W) float in [0, 1]) and return the state with the
     lowest true RD cost (latents rounded) seen at the evaluation points.
@@ -173,17 +177,35 @@ def overfit(
             on the CPU, built with the system compiler, else torch.compile of the ARM's
             band kernel ("auto": only when the run is long enough to pay for it); "off"
             runs the torch kernels. Falls back to them when compiling is unavailable.
+        resume: a file that holds this training's state (``coolchic.checkpoint``): saved
+            to every `resume_every_s` seconds (None: ``checkpoint.DEFAULT_EVERY_S``); when
+            it holds a save of this same training, the training goes on from it (and ends
+            as a training never stopped would). The caller removes it when done with it.
     """
     torch.manual_seed(seed)
     _, c, h, w = image.shape
     image = image.to(device)
     model = CoolChic(config, h, w, c).to(device)
     kernels = training_kernels(compile, model, preset.iterations, device)
+    saver, state = None, None
+    if resume is not None:
+        kind = "native" if kernels.native is not None else "eager" if kernels is EAGER else "compiled"
+        saver = ckpt.Checkpointer(Path(resume), ckpt.identity(
+            image=image, lmbda=lmbda, config=config, preset=preset, seed=seed, device=device,
+            kernels=kind), every_s=ckpt.DEFAULT_EVERY_S if resume_every_s is None else resume_every_s)
+        state = saver.load()
     with training_threads(threads, kernels):
-        run = _Run(image, lmbda, kernels, callback, preset.iterations)
-        if preset.warmup_iterations:
-            model = _warm_up(model, run, preset, seed=seed)
-        return _train(model, run, preset.phases)
+        run = _Run(image, lmbda, kernels, callback, preset.iterations, saver=saver)
+        if state is not None and state["stage"] != "warm-up":
+            run.done = state["done"]  # the warm-up is behind
+        elif preset.warmup_iterations:
+            model = _warm_up(model, run, preset, seed=seed, resume=state)
+            state = None
+        model = _train(model, run, preset.phases, resume=state)
+        if saver is not None and (state is None or state["stage"] != "done"):
+            saver.save(run.snapshot(model, stage="done", phase=len(preset.phases), best_loss=0.0,
+                                    best_state=None))
+        return model
 
 
 @dataclass
@@ -195,41 +217,76 @@ class _Run:
     kernels: Kernels
     callback: ProgressCallback | None
     total: int
+    saver: ckpt.Checkpointer | None = None
     done: int = 0
+    context: dict = field(default_factory=dict)  # what the stage adds to a save (warm-up)
+
+    def snapshot(self, model: CoolChic, *, stage: str, **train) -> dict:
+        """The state a save holds after `self.done` iterations."""
+        return {"stage": stage, "done": self.done, "model": model.state_dict(),
+                "rng": ckpt.rng_state(self.image.device.type), **self.context, **train}
 
     def true_loss(self, model: CoolChic) -> float:
         with torch.no_grad():  # forward only: no gradient is computed
             return float(_rd_terms(model, self.image, self.lmbda, make_quantizer("round"), self.kernels)[0])
 
 
-def _warm_up(model: CoolChic, run: _Run, preset: Preset, *, seed: int) -> CoolChic:
-    """The candidate of lowest true RD cost after a short run of the first phase's recipe."""
+def _warm_up(model: CoolChic, run: _Run, preset: Preset, *, seed: int,
+             resume: dict | None = None) -> CoolChic:
+    """The candidate of lowest true RD cost after a short run of the first phase's recipe
+    (`resume`: a save made during the warm-up, gone on from)."""
     first = preset.phases[0]
     phase = replace(first, iterations=preset.warmup.iterations, schedule="constant",
                     eval_every=preset.warmup.iterations)
     best, best_loss = model, float("inf")
-    for candidate in range(preset.warmup.candidates):
+    start = 0
+    if resume is not None:
+        start = resume["candidate"]
+        if resume["warm_best"] is not None:
+            best = CoolChic(model.config, model.height, model.width, model.channels).to(run.image.device)
+            best.load_state_dict(resume["warm_best"])
+            best_loss = resume["warm_best_loss"]
+    for candidate in range(start, preset.warmup.candidates):
         if candidate:
             torch.manual_seed(seed + 7919 * candidate)  # a fresh initialization per candidate
             model = CoolChic(best.config, best.height, best.width, best.channels).to(run.image.device)
-        _train(model, run, (phase,))
+        run.context = {"candidate": candidate, "warm_best_loss": best_loss,
+                       "warm_best": None if best_loss == float("inf") else best.state_dict()}
+        _train(model, run, (phase,), resume=resume if candidate == start else None, stage="warm-up")
         loss = run.true_loss(model)
         if loss < best_loss:
             best, best_loss = model, loss
+    run.context = {}
     return best
 
 
-def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...]) -> CoolChic:
+def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...], *, resume: dict | None = None,
+           stage: str = "train") -> CoolChic:
     """Run `phases` on `model` in place; each phase starts from the best state so far, and
-    the model ends in the state of lowest true RD cost seen at the evaluation points."""
+    the model ends in the state of lowest true RD cost seen at the evaluation points.
+    `resume`: a save made during this run of `phases`, gone on from."""
     best_loss, best_state = float("inf"), None
+    first_phase, first_step = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        run.done = resume["done"]
+        best_loss, best_state = resume["best_loss"], resume["best_state"]
+        first_phase, first_step = resume.get("phase", len(phases)), resume.get("step", 0)
+        ckpt.set_rng_state(resume["rng"], run.image.device.type)
     for phase_index, phase in enumerate(phases):
+        if phase_index < first_phase:
+            continue
         latents = list(model.latents)
         networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
         latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
         optimizer = adam([{"params": latents, "lr": latent_lr}, {"params": networks, "lr": phase.lr}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: lr_factor(p, s))
-        for step in range(phase.iterations):
+        start = 0
+        if resume is not None and phase_index == first_phase:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            start = first_step
+        for step in range(start, phase.iterations):
             quantize = _phase_quantizer(phase, step)
             loss, mse, bpp = _rd_terms(model, run.image, run.lmbda, quantize, run.kernels)
             optimizer.zero_grad(set_to_none=True)
@@ -242,6 +299,11 @@ def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...]) -> CoolChic:
                 true_loss = run.true_loss(model)
                 if true_loss < best_loss:
                     best_loss, best_state = true_loss, copy.deepcopy(model.state_dict())
+            if run.saver is not None and run.saver.due():
+                run.saver.save(run.snapshot(
+                    model, stage=stage, phase=phase_index, step=step + 1, best_loss=best_loss,
+                    best_state=best_state, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict()))
             if run.callback is not None:  # reading the values synchronizes with the device
                 psnr = -10.0 * math.log10(max(float(mse.detach()), 1e-12))
                 run.callback(Progress(run.done, run.total, phase_index, float(loss.detach()),

@@ -41,7 +41,7 @@ from coolchic.evaluate.report import (
     summary_tsv,
 )
 from coolchic.evaluate.runner import BackendOptions, execute, pending_jobs
-from coolchic.evaluate.store import RunStore
+from coolchic.evaluate.store import PARTIAL_DIR, RunStore
 from coolchic.io import atomic_write_bytes
 
 
@@ -167,7 +167,8 @@ def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Code
         if codec_factory is None:
             check_codec_options(spec)
             codec = CoolchicCodec(preset_name=spec.preset, iterations=spec.iterations,
-                                  device=spec.device, seed=spec.seed, arch=spec.arch)
+                                  device=spec.device, seed=spec.seed, arch=spec.arch,
+                                  resume_dir=str(Path(spec.out) / PARTIAL_DIR))
         else:
             codec = codec_factory(spec)
         codecs[codec.name], settings[codec.name] = codec, lambdas

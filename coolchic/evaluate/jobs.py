@@ -8,6 +8,7 @@ passed in as objects following :class:`Codec`, so tests drive the same path with
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -59,6 +60,8 @@ class CoolchicCodec:
     arch: str | None = None
     kind: str = "lambda"
     keep_bitstreams: bool = True
+    resume_dir: str | None = None  # where each encode saves its training state (a stopped
+    # run goes on from it when started again); None: no saves
 
     @property
     def name(self) -> str:
@@ -76,9 +79,13 @@ class CoolchicCodec:
     def encode(self, pixels: np.ndarray, bit_depth: int, setting: float) -> Encoded:
         from coolchic.encode import encode
 
+        resume = None
+        if self.resume_dir is not None:
+            digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
+            resume = Path(self.resume_dir) / f"{self.name}@{digest}@{setting!r}"
         result = encode(pixels, lmbda=setting, preset=self.preset_name,
                         iterations=self.iterations, device=self.device, seed=self.seed,
-                        arch=self.arch)
+                        arch=self.arch, resume=resume)
         return Encoded(result.data, float(result.report.mac_per_pixel))
 
     def decode(self, path: Path, height: int, width: int) -> np.ndarray:

@@ -6,6 +6,9 @@ Layout of ``OUT/``::
     rows/<codec>/<image>@<setting>.json   one finished (codec, image, setting) each
     bitstreams/<codec>/<image>@<setting>.bin   our codec's bitstreams, as decoded
     per_image.tsv            assembled from rows/ (never read back)
+    partial/                 the training state of our encodes under way (coolchic.checkpoint),
+                             saved every minute: a stopped run's encodes go on from it; each
+                             removed when its bitstream is made (not for publishing)
 
 Every file is written to a temporary name in its folder and renamed over its final name
 (``coolchic.io.atomic_write_bytes``), so a final name always holds a complete file. A job
@@ -30,6 +33,7 @@ ROWS_DIR = "rows"
 BITSTREAMS_DIR = "bitstreams"
 MANIFEST = "run.json"
 TSV_NAME = "per_image.tsv"
+PARTIAL_DIR = "partial"
 
 
 @dataclass(frozen=True)
