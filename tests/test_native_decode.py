@@ -3,6 +3,8 @@ latents bit for bit on valid streams of every shape and ARM, the same verdict on
 ones, the same image from its synthesis in bands of rows, and a clean fall-back where it
 cannot be built. (Pinned synthesis images: tests/test_speed_paths.py.)"""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,10 @@ from coolchic.config import grid_shapes
 from coolchic.decoder import native
 from coolchic.decoder.constants import BICUBIC
 from coolchic.decoder.dispatch import decode_latents, synthesize
+from coolchic.decoder.latents import decode_waves
 from coolchic.entropy.coder import EntropyError
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
-from coolchic.entropy.latents import encode_latents, make_schedule
+from coolchic.entropy.latents import buffer_layout, encode_latents, make_schedule
 from coolchic.quant import quantize_layer
 
 
@@ -171,40 +174,38 @@ def test_the_sample_bitstream_decodes_to_the_same_image_with_either_decoder():
     assert native_image.shape == (512, 768, 3) and np.array_equal(native_image, numpy_image)
 
 
-def test_int64_schedules_decode_as_int32_ones_do(each_variant):
+def test_the_native_decoder_needs_no_order_and_decodes_what_the_schedule_orders(each_variant):
     lib = _kernel_or_skip()
-    shapes = grid_shapes(23, 31, 5)
-    grids = _grids(shapes, seed=4, spread=7.0)
-    arm = _arm(6, 12, (12, 12))
-    schedule = make_schedule(shapes, 12)
-    data = encode_latents(schedule, grids, arm)
-    results = []
-    for dtype in (np.int32, np.int64):
-        buffer = np.zeros(schedule.buffer_size)
-        buffer[-1] = 1.0
-        lib.decode_latents(schedule.order.astype(dtype), schedule.wave_bounds, schedule.offsets.astype(dtype),
-                           buffer, data, arm)
-        results.append(buffer)
-    assert np.array_equal(results[0], results[1])
-    decoded = [schedule.grid_view(results[1], k) for k in range(len(shapes))]
-    assert all(np.array_equal(a, b) for a, b in zip(decoded, grids))
+    for shapes, context, hidden in ((grid_shapes(23, 31, 5), 12, (12, 12)), (grid_shapes(9, 40, 4), 8, (8,)),
+                                    (((1, 1),), 12, (12,)), (grid_shapes(40, 3, 3), 12, ()) ):
+        grids = _grids(shapes, seed=4, spread=7.0)
+        arm = _arm(6, context, hidden)
+        schedule = make_schedule(shapes, context)
+        data = encode_latents(schedule, grids, arm)
+        layout = buffer_layout(shapes, context)
+        assert not hasattr(layout, "order")
+        buffer = layout.new_buffer()
+        lib.decode_latents(layout, buffer, data, arm)
+        assert all(np.array_equal(layout.grid_view(buffer, k), g) for k, g in enumerate(grids))
+        reference = schedule.new_buffer()
+        decode_waves(schedule, reference, data, arm)
+        assert np.array_equal(buffer, reference)  # every cell, borders included
 
 
-def test_an_order_out_of_the_schedules_layout_is_refused_before_anything_is_written():
+def test_a_layout_the_native_code_cannot_read_is_refused():
     lib = _kernel_or_skip()
     shapes = grid_shapes(16, 20, 3)
     arm = _arm(7, 12, (12,))
-    schedule = make_schedule(shapes, 12)
-    data = encode_latents(schedule, _grids(shapes, 5, 4.0), arm)
-    wave = int(np.argmax(np.diff(schedule.wave_bounds)))  # a wave with several rows of grid 0
-    order = schedule.order.copy()
-    first = schedule.wave_bounds[wave]
-    order[first], order[first + 1] = order[first + 1], order[first]
-    buffer = np.zeros(schedule.buffer_size)
-    with pytest.raises(ValueError, match="cannot read this schedule"):
-        lib.decode_latents(order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
-    with pytest.raises(ValueError, match="cannot read this schedule"):
-        lib.decode_latents(schedule.order, schedule.wave_bounds, schedule.offsets + 1, buffer, data, arm)
+    layout = buffer_layout(shapes, 12)
+    data = encode_latents(make_schedule(shapes, 12), _grids(shapes, 5, 4.0), arm)
+    bad_layouts = [
+        replace(layout, offsets=layout.offsets + 1),  # a neighbour that is not causal
+        replace(layout, shapes=((16, layout.row_width - 3),) + layout.shapes[1:]),  # wider than its rows
+        replace(layout, starts=layout.starts + 1),  # grid 0 not at the start of the buffer
+    ]
+    for bad in bad_layouts:
+        with pytest.raises(ValueError, match="cannot read this layout"):
+            lib.decode_latents(bad, layout.new_buffer(), data, arm)
 
 
 def _qlayer(rng, out, inp, w_frac, *, gain=0.4, bias=0.0, conv=False):

@@ -17,7 +17,7 @@ from coolchic.config import DecoderConfig, grid_shapes
 from coolchic.decoder.dispatch import Kernel, check_device, decode_latents, synthesize
 from coolchic.entropy.coder import EntropyError
 from coolchic.entropy.fixedpoint import LATENT_MAX, IntegerArm
-from coolchic.entropy.latents import make_schedule
+from coolchic.entropy.latents import buffer_layout
 from coolchic.payload import prior_id_of, unpack_config, unpack_weights
 
 REQUIRED_SECTIONS = (SectionId.CONFIG, SectionId.WEIGHTS, SectionId.LATENTS)
@@ -122,9 +122,9 @@ def decode(data: bytes | str | Path, *, device: str = "cpu",
     header, sections, config = _parse_sections(header, sections)
     weights = unpack_weights(sections[SectionId.WEIGHTS], config, header.channels)
     shapes = grid_shapes(header.height, header.width, config.latents.n_grids)
-    schedule = make_schedule(shapes, config.arm.context)
+    layout = buffer_layout(shapes, config.arm.context)
     try:
-        grids = decode_latents(schedule, sections[SectionId.LATENTS], IntegerArm(weights.arm), kernel=kernel)
+        grids = decode_latents(layout, sections[SectionId.LATENTS], IntegerArm(weights.arm), kernel=kernel)
     except EntropyError as exc:
         raise BitstreamError(f"corrupt LATENTS section: {exc}") from None
     if any(np.abs(g).max(initial=0) > LATENT_MAX for g in grids):

@@ -443,7 +443,6 @@ struct LatentParams {
 // The symbols of one wave, decoded in order: per symbol its table row, centre, flat buffer
 // index and ring cell. until(n) decodes them up to symbol n (the ARM of the next wave asks
 // for those that its next block of latents reads).
-template <typename Index>
 struct WaveDecoder {
   RangeDecoder main, escape;
   LatentParams p;
@@ -451,7 +450,7 @@ struct WaveDecoder {
   double* buffer;
   const int32_t* rows = nullptr;
   const int32_t* centers = nullptr;
-  const Index* where = nullptr;
+  const int64_t* where = nullptr;
   double* const* cells = nullptr;
   int64_t size = 0, cursor = 0;
   int status = 0;  // an error code of coolchic_decode_latents, once one has occurred
@@ -461,7 +460,7 @@ struct WaveDecoder {
       : main(main_words, n_main), escape(escape_words, n_escape), p(params), stride(params.alphabet + 1),
         high_escape(2 * params.radius), buffer(buffer_) {}
 
-  void start(const int32_t* rows_, const int32_t* centers_, const Index* where_, double* const* cells_, int64_t n) {
+  void start(const int32_t* rows_, const int32_t* centers_, const int64_t* where_, double* const* cells_, int64_t n) {
     rows = rows_;
     centers = centers_;
     where = where_;
@@ -500,28 +499,31 @@ struct Segment {
   int64_t grid, r0, n, first;
 };
 
-// Where each latent lives (latents.Schedule): grid g's rows of row_width cells start at
+// Where each latent lives (latents.Layout): grid g's rows of row_width cells start at
 // starts[g] with CONTEXT_ROWS (2) zero rows, each row with 2 zero cells on either side;
-// wave t holds, grid by grid, the latents (r, t - slope * r) in increasing r. The decoder
+// wave t holds, grid by grid, the latents (r, t - slope * r) in increasing r (the order of
+// latents.Schedule, computed here from the grids' shapes). The decoder
 // keeps each grid's last `ring` waves in a small ring (slot t mod ring holds wave t as a
 // column over the rows, 2 zero rows first), where a context neighbour (dr, dc) of the
 // latents of a wave is a contiguous run of cells: the ARM reads it without a gather.
 struct Layout {
-  int64_t n_grids, row_width, slope, reach, ring;
-  std::vector<int64_t> starts, heights, dr, dc;
+  int64_t n_grids, row_width, slope, reach, ring, n_waves;
+  std::vector<int64_t> starts, heights, widths, dr, dc;
   std::vector<int64_t> column, base;  // per grid: cells per ring slot, first cell in `cells`
   std::vector<double> cells;
 
   // false when the arguments do not describe such a schedule
-  template <typename Index>
-  bool init(int64_t n_grids_, const int64_t* starts_, int64_t row_width_, const Index* offsets, int64_t n_ctx) {
+  bool init(int64_t n_grids_, const int64_t* starts_, const int64_t* widths_, int64_t row_width_,
+            const int64_t* offsets, int64_t n_ctx) {
     n_grids = n_grids_;
     row_width = row_width_;
-    if (n_grids < 1 || row_width < 5 || n_ctx < 1 || starts_[0] < 0) return false;
+    if (n_grids < 1 || row_width < 5 || n_ctx < 1 || starts_[0] != 0) return false;
     starts.assign(starts_, starts_ + n_grids + 1);
+    widths.assign(widths_, widths_ + n_grids);
     for (int64_t g = 0; g < n_grids; ++g) {
       const int64_t span = starts[g + 1] - starts[g];
       if (span <= 2 * row_width || span % row_width) return false;
+      if (widths[g] < 1 || widths[g] > row_width - 4) return false;
       heights.push_back(span / row_width - 2);
     }
     slope = 1;
@@ -536,6 +538,8 @@ struct Layout {
         while (slope * r + c >= 0) ++slope;
     }
     if (row_width - slope < 1) return false;
+    n_waves = 0;
+    for (int64_t g = 0; g < n_grids; ++g) n_waves = std::max(n_waves, slope * (heights[g] - 1) + widths[g]);
     reach = 0;
     for (int64_t k = 0; k < n_ctx; ++k) reach = std::max(reach, -(slope * dr[k] + dc[k]));
     for (ring = 2; ring < reach + 2; ring *= 2) {
@@ -551,28 +555,21 @@ struct Layout {
   }
   double* cell(int64_t g, int64_t t, int64_t r) { return cells.data() + base[g] + (t & (ring - 1)) * column[g] + r + 2; }
 
-  // The segments of wave t (order[0 .. count - 1]); false if they are not laid out as above.
-  template <typename Index>
-  bool segments(int64_t t, const Index* order, int64_t count, std::vector<Segment>& out) const {
+  // The segments of wave t, grid by grid; returns the wave's latent count.
+  int64_t segments(int64_t t, std::vector<Segment>& out) const {
     out.clear();
-    const int64_t step = row_width - slope;  // flat distance between rows r and r + 1 of a wave
-    int64_t g = 0;
-    for (int64_t i = 0; i < count;) {
-      const int64_t at = int64_t(order[i]);
-      while (g < n_grids && at >= starts[g + 1]) ++g;
-      if (g == n_grids || at < starts[g]) return false;
-      const int64_t rel = at - starts[g] - 2 * row_width - 2 - t;  // r * step
-      if (rel < 0 || rel % step) return false;
-      const int64_t r = rel / step, c = t - slope * r;
-      if (r >= heights[g] || c < 0 || c >= row_width - 4) return false;
-      int64_t n = 1;
-      while (i + n < count && int64_t(order[i + n]) == at + n * step && r + n < heights[g] && c - slope * n >= 0) ++n;
-      out.push_back({g, r, n, i});
-      i += n;
-      ++g;  // a grid has one run per wave
+    int64_t count = 0;
+    for (int64_t g = 0; g < n_grids; ++g) {
+      const int64_t past = t - widths[g] + 1;  // rows below ceil(past / slope) are behind the wave
+      const int64_t lo = past <= 0 ? 0 : (past + slope - 1) / slope, hi = std::min(heights[g] - 1, t / slope);
+      if (hi < lo) continue;
+      out.push_back({g, lo, hi - lo + 1, count});
+      count += hi - lo + 1;
     }
-    return true;
+    return count;
   }
+  // flat buffer index of latent (r, c) of grid g
+  int64_t flat(int64_t g, int64_t r, int64_t c) const { return starts[g] + (r + 2) * row_width + c + 2; }
 };
 
 // Per grid, where its part of a wave starts in the wave's order and which rows it holds.
@@ -595,41 +592,41 @@ struct WaveIndex {
 };
 
 // The symbols of one wave waiting to be decoded.
-template <typename Index>
 struct WaveQueue {
   std::vector<int32_t> rows, centers;  // kLanes spare entries: a block's lanes are stored whole
   std::vector<double*> cells;
-  explicit WaveQueue(int64_t most) : rows(most + kLanes), centers(most + kLanes), cells(most) {}
+  std::vector<int64_t> where;  // flat buffer index
+  explicit WaveQueue(int64_t most) : rows(most + kLanes), centers(most + kLanes), cells(most), where(most) {}
 };
 
-// See coolchic_decode_latents. Index: the integer type of order and offsets.
-template <typename Index, class Arm>
+// See coolchic_decode_latents.
+template <class Arm>
 int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
-                   const Index* order, const int64_t* wave_bounds, int64_t n_waves, const Index* offsets,
-                   int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts, Arm& arm,
-                   const LatentParams& p, double* buffer) {
+                   const int64_t* offsets, int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts,
+                   const int64_t* widths, Arm& arm, const LatentParams& p, double* buffer) {
   Layout lay;
-  if (!lay.init(n_grids, starts, row_width, offsets, n_ctx)) return 7;
+  if (!lay.init(n_grids, starts, widths, row_width, offsets, n_ctx)) return 7;
+  const int64_t n_waves = lay.n_waves;
   int64_t most = 1;
-  for (int64_t w = 0; w < n_waves; ++w) {
-    if (wave_bounds[w + 1] < wave_bounds[w]) return 7;
-    most = std::max(most, wave_bounds[w + 1] - wave_bounds[w]);
+  {
+    std::vector<Segment> segs;
+    for (int64_t t = 0; t < n_waves; ++t) most = std::max(most, lay.segments(t, segs));
   }
-  WaveQueue<Index> cur(most), next(most);
+  WaveQueue cur(most), next(most);
   std::vector<Segment> seg_cur, seg_next;
   WaveIndex deps;
   alignas(32) double last[2 * kLanes];
   std::vector<const double*> base(n_ctx), ctx(n_ctx);
   // per ring slot and grid, the rows that the wave in it wrote (cleared before reuse)
   std::vector<int64_t> written(2 * lay.ring * n_grids, 0);
-  WaveDecoder<Index> dec(main_words, n_main, escape_words, n_escape, p, buffer);
+  WaveDecoder dec(main_words, n_main, escape_words, n_escape, p, buffer);
   const Vec mu_step = splat(double(int64_t(1) << p.mu_frac_bits)), mu_scale = splat(1.0 / double(int64_t(1) << p.mu_frac_bits));
   const Vec n_scale = splat(double(p.n_scale)), zero = splat(0.0), top_scale = splat(double(p.n_scale - 1));
   const Vec lmax = splat(double(p.latent_max));
 
   // the ARM over wave t (whose segments are segs) into q, decoding the previous wave's
   // symbols as its blocks need them
-  auto arm_wave = [&](int64_t t, const std::vector<Segment>& segs, WaveQueue<Index>& q) {
+  auto arm_wave = [&](int64_t t, const std::vector<Segment>& segs, WaveQueue& q) {
     int64_t qi = 0;
     for (const Segment& s : segs) {
       for (int64_t k = 0; k < n_ctx; ++k) base[k] = lay.cell(s.grid, t + lay.slope * lay.dr[k] + lay.dc[k], s.r0 + lay.dr[k]);
@@ -651,20 +648,24 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
         }
         const int64_t m = std::min(kLanes, s.n - b0);
         double* cell = lay.cell(s.grid, t, r);
-        for (int64_t i = 0; i < m; ++i, ++qi) q.cells[qi] = cell + i;
+        for (int64_t i = 0; i < m; ++i, ++qi) {
+          q.cells[qi] = cell + i;
+          q.where[qi] = lay.flat(s.grid, r + i, t - lay.slope * (r + i));
+        }
       }
     }
   };
 
   deps.build(seg_cur, n_grids, 0);
+  int64_t count_next = 0;
   if (n_waves > 0) {
-    if (!lay.segments(0, order + wave_bounds[0], wave_bounds[1] - wave_bounds[0], seg_next)) return 7;
+    count_next = lay.segments(0, seg_next);
     arm_wave(0, seg_next, next);  // nothing to decode yet: dec has no symbols
   }
   for (int64_t t = 0; t < n_waves; ++t) {
     std::swap(cur, next);
     std::swap(seg_cur, seg_next);
-    const int64_t count = wave_bounds[t + 1] - wave_bounds[t];
+    const int64_t count = count_next;
     // wave t's ring slot: clear the rows its previous wave wrote, note the ones t writes
     const int64_t slot = t & (lay.ring - 1);
     for (int64_t g = 0; g < n_grids; ++g) {
@@ -678,9 +679,9 @@ int decode_latents(const uint32_t* main_words, int64_t n_main, const uint32_t* e
       w[1] = s.n;
     }
     deps.build(seg_cur, n_grids, count);
-    dec.start(cur.rows.data(), cur.centers.data(), order + wave_bounds[t], cur.cells.data(), count);
+    dec.start(cur.rows.data(), cur.centers.data(), cur.where.data(), cur.cells.data(), count);
     if (t + 1 < n_waves) {
-      if (!lay.segments(t + 1, order + wave_bounds[t + 1], wave_bounds[t + 2] - wave_bounds[t + 1], seg_next)) return 7;
+      count_next = lay.segments(t + 1, seg_next);
       arm_wave(t + 1, seg_next, next);
     }
     dec.until(count);
@@ -967,7 +968,7 @@ int synthesize(int64_t n_grids, const int64_t* const* grids, const int64_t* shap
 
 extern "C" {
 
-int coolchic_decoder_kernels_version() { return 3; }
+int coolchic_decoder_kernels_version() { return 4; }
 // SHA-256 of this file, passed by the build (coolchic.nativebuild): a library whose source
 // has changed since it was built is not loaded.
 #ifndef COOLCHIC_SOURCE_SHA
@@ -979,24 +980,24 @@ const char* coolchic_source_sha() { return COOLCHIC_SOURCE_SHA; }
 // a huge image returns kOutOfMemory instead).
 constexpr int kOutOfMemory = 100;
 
-// Decodes every latent into `buffer` (the flat float64 buffer of latents.Schedule, zeros
-// where nothing is decoded). Returns 0, or: 1 main stream invalid, 2 escape stream
-// invalid, 3 escape code too long, 4 escape value out of range, 5 main stream not read to
-// its end, 6 escape stream not read to its end, 7 arguments that do not describe a
-// schedule of latents.Schedule's layout or an ARM that fits it.
+// Decodes every latent into `buffer` (the flat float64 buffer of latents.Layout, zeros
+// where nothing is decoded), in the order of latents.Schedule (by wave, then grid, then
+// row), which it computes from the grids' shapes. Returns 0, or: 1 main stream invalid, 2
+// escape stream invalid, 3 escape code too long, 4 escape value out of range, 5 main
+// stream not read to its end, 6 escape stream not read to its end, 7 arguments that do
+// not describe a latents.Layout or an ARM that fits it.
 //
-// order (N,) and offsets (n_ctx,) are int32 (index_bytes 4) or int64 (8); wave w is
-// order[wave_bounds[w] .. wave_bounds[w + 1] - 1]. The buffer's rows have row_width
-// cells; grid g's block is cells starts[g] .. starts[g + 1] - 1 (starts has n_grids + 1
-// entries). dims holds (inputs, outputs) of each of the n_layers layers of the ARM, params
+// offsets (n_ctx,): flat offsets of the context neighbours. The buffer's rows have
+// row_width cells; grid g's block is cells starts[g] .. starts[g + 1] - 1 (starts has
+// n_grids + 1 entries, from 0), its rows widths[g] latents wide. dims holds (inputs, outputs) of each of the n_layers layers of the ARM, params
 // their weights (inputs, outputs) input-major then biases, folded as in IntegerArm (hidden
 // layers at 2^-8, bounded by act_max); the last layer has 2 outputs: mean + half a step in
 // 2^-mu_frac_bits, and the ln-scale index. cdf is (n_mu * n_scale, alphabet + 1) with
 // alphabet 63 (coolchic.entropy.tables.ALPHABET: rows of 64 entries, searched 64 at once).
 int coolchic_decode_latents(
     const uint32_t* main_words, int64_t n_main, const uint32_t* escape_words, int64_t n_escape,
-    const void* order, int64_t index_bytes, const int64_t* wave_bounds, int64_t n_waves,
-    const void* offsets, int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts,
+    const int64_t* offsets, int64_t n_ctx, int64_t row_width, int64_t n_grids, const int64_t* starts,
+    const int64_t* widths,
     int64_t n_layers, const int64_t* dims, const double* params, double act_max,
     const uint32_t* cdf, int64_t alphabet, int64_t radius,
     int64_t mu_frac_bits, int64_t n_scale, int64_t latent_max,
@@ -1006,16 +1007,8 @@ int coolchic_decode_latents(
     if (!arm.valid() || arm.n_in[0] != n_ctx || arm.n_out[n_layers - 1] != 2 || alphabet + 1 != kRow64) return 7;
     const LatentParams p{cdf, alphabet, radius, mu_frac_bits, n_scale, latent_max, max_prefix, max_extra};
     auto run = [&](auto& net) -> int {
-      using Net = std::remove_reference_t<decltype(net)>;
-      if (index_bytes == 4)
-        return decode_latents<int32_t, Net>(main_words, n_main, escape_words, n_escape, static_cast<const int32_t*>(order),
-                                            wave_bounds, n_waves, static_cast<const int32_t*>(offsets), n_ctx, row_width,
-                                            n_grids, starts, net, p, buffer);
-      if (index_bytes == 8)
-        return decode_latents<int64_t, Net>(main_words, n_main, escape_words, n_escape, static_cast<const int64_t*>(order),
-                                            wave_bounds, n_waves, static_cast<const int64_t*>(offsets), n_ctx, row_width,
-                                            n_grids, starts, net, p, buffer);
-      return 7;
+      return decode_latents(main_words, n_main, escape_words, n_escape, offsets, n_ctx, row_width, n_grids, starts,
+                            widths, net, p, buffer);
     };
     // the ARMs of coolchic.config.ARCHS with their sizes compiled in; any other at run time
     if (FixedArm<12, 12, 12>::matches(arm)) {

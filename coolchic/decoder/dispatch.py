@@ -20,7 +20,7 @@ from coolchic.decoder import native, reconstruct
 from coolchic.decoder.constants import level_taps
 from coolchic.decoder.latents import decode_waves
 from coolchic.entropy.fixedpoint import IntegerArm, QLayer
-from coolchic.entropy.latents import Schedule
+from coolchic.entropy.latents import Layout, Schedule, make_schedule
 
 Kernel = Literal["auto", "native", "numpy"]
 
@@ -52,11 +52,12 @@ def select(kernel: str) -> native.DecoderKernels | None:
     return lib
 
 
-def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm, *,
+def decode_latents(layout: Layout, data: bytes, arm: IntegerArm, *,
                    kernel: Kernel = "auto") -> list[np.ndarray]:
-    """Decode the latent grids coded in `data` in the schedule's order.
+    """Decode the latent grids coded in `data` in the order of `make_schedule`.
 
     Args:
+        layout: the buffer layout (`buffer_layout`; a `Schedule` is one too).
         kernel: "native" runs the whole wave loop in one C++ call, "numpy" one ARM
             evaluation and one constriction call per wave (`select`).
 
@@ -67,12 +68,13 @@ def decode_latents(schedule: Schedule, data: bytes, arm: IntegerArm, *,
         EntropyError: corrupt data (the same verdict from either kernel).
     """
     lib = select(kernel)
-    buffer = schedule.new_buffer()
+    buffer = layout.new_buffer()
     if lib is not None:
-        lib.decode_latents(schedule.order, schedule.wave_bounds, schedule.offsets, buffer, data, arm)
+        lib.decode_latents(layout, buffer, data, arm)
     else:
+        schedule = layout if isinstance(layout, Schedule) else make_schedule(layout.shapes, layout.context)
         decode_waves(schedule, buffer, data, arm)
-    return [schedule.grid_view(buffer, k).astype(np.int64) for k in range(len(schedule.shapes))]
+    return [layout.grid_view(buffer, k).astype(np.int64) for k in range(len(layout.shapes))]
 
 
 def synthesize(

@@ -29,29 +29,17 @@ from coolchic.entropy.fixedpoint import IntegerArm
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """Where each latent lives in the flat buffer and when it is decoded."""
+class Layout:
+    """Where each latent lives in the flat buffer (what the native decoder needs: it
+    computes the decoding order itself)."""
 
     shapes: tuple[tuple[int, int], ...]
+    context: int  # context latents of the ARM
     starts: np.ndarray  # (n_grids,) int64: flat start of each grid's block (its zero rows first)
     row_width: int  # cells per buffer row: widest grid + 2 * CONTEXT_COLS
     buffer_size: int  # cells, the final 1.0 included
-    order: np.ndarray  # (N,) int32 (int64 for huge buffers): flat index of each latent, in
-    # decoding order
-    offsets: np.ndarray  # (context,) same dtype: flat offsets of the context neighbours
-    wave_bounds: np.ndarray  # (n_waves + 1,): wave w is order[wave_bounds[w]:wave_bounds[w+1]]
-
-    def context_index(self, start: int, stop: int) -> np.ndarray:
-        """(stop - start, context + 1) flat index of the neighbours of latents
-        order[start:stop], then of the final 1.0 cell; intp, what `take` indexes with."""
-        index = np.empty((stop - start, len(self.offsets) + 1), dtype=np.intp)
-        np.add(self.order[start:stop, None], self.offsets, out=index[:, :-1])
-        index[:, -1] = self.buffer_size - 1
-        return index
-
-    def contexts(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """(stop - start, context + 1) neighbour values of latents order[start:stop], then 1."""
-        return buffer.take(self.context_index(start, stop))
+    offsets: np.ndarray  # (context,) int32 (int64 for huge buffers): flat offsets of the
+    # context neighbours
 
     def new_buffer(self) -> np.ndarray:
         """(buffer_size,) float64 zeros but for the final 1.0 cell."""
@@ -67,6 +55,37 @@ class Schedule:
         return block[CONTEXT_ROWS:, CONTEXT_COLS : CONTEXT_COLS + w]
 
 
+@dataclass(frozen=True)
+class Schedule(Layout):
+    """The layout, and when each latent is decoded."""
+
+    order: np.ndarray  # (N,) offsets' dtype: flat index of each latent, in decoding order
+    wave_bounds: np.ndarray  # (n_waves + 1,): wave w is order[wave_bounds[w]:wave_bounds[w+1]]
+
+    def context_index(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, context + 1) flat index of the neighbours of latents
+        order[start:stop], then of the final 1.0 cell; intp, what `take` indexes with."""
+        index = np.empty((stop - start, len(self.offsets) + 1), dtype=np.intp)
+        np.add(self.order[start:stop, None], self.offsets, out=index[:, :-1])
+        index[:, -1] = self.buffer_size - 1
+        return index
+
+    def contexts(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """(stop - start, context + 1) neighbour values of latents order[start:stop], then 1."""
+        return buffer.take(self.context_index(start, stop))
+
+
+def buffer_layout(shapes: list[tuple[int, int]] | tuple[tuple[int, int], ...], context: int) -> Layout:
+    """The flat buffer of grids of these shapes (cheap: no decoding order)."""
+    row_width = max(w for _, w in shapes) + 2 * CONTEXT_COLS
+    size = sum(h + CONTEXT_ROWS for h, _ in shapes) * row_width
+    itype = np.int32 if size < (1 << 31) - 1 else np.int64  # int32: half the memory traffic
+    starts = np.cumsum([0] + [(h + CONTEXT_ROWS) * row_width for h, _ in shapes[:-1]], dtype=np.int64)
+    offsets = np.array([dr * row_width + dc for dr, dc in context_offsets(context)], dtype=itype)
+    return Layout(shapes=tuple(shapes), context=context, starts=starts, row_width=row_width,
+                  buffer_size=size + 1, offsets=offsets)
+
+
 def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
     """The decoding order of grids of these shapes: by wave, then grid, then row.
 
@@ -75,9 +94,8 @@ def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
     and grid starts, and every latent's place follows from its row.
     """
     slope = wavefront_slope(context)
-    row_width = max(w for _, w in shapes) + 2 * CONTEXT_COLS
-    size = sum(h + CONTEXT_ROWS for h, _ in shapes) * row_width
-    itype = np.int32 if size < (1 << 31) - 1 else np.int64  # int32: half the memory traffic
+    layout = buffer_layout(shapes, context)
+    row_width, itype = layout.row_width, layout.offsets.dtype
     n_waves = max(slope * (h - 1) + w - 1 for h, w in shapes) + 1
     t = np.arange(n_waves, dtype=np.int64)
     first_row, counts = [], []  # per grid, (n_waves,): first row in wave t and row count
@@ -90,22 +108,15 @@ def make_schedule(shapes: list[tuple[int, int]], context: int) -> Schedule:
     count = np.stack(counts, axis=1)
     start_of = (np.cumsum(count.ravel()) - count.ravel()).reshape(count.shape)
     order = np.empty(int(count.sum()), dtype=itype)
-    starts = []
-    start = 0
     for k, (h, w) in enumerate(shapes):
-        starts.append(start)
+        start = int(layout.starts[k])
         rows = np.arange(h, dtype=itype)[:, None]  # (h, 1)
         cols = np.arange(w, dtype=itype)[None, :]  # (1, w)
         place = (start_of[:, k] - first_row[k]).astype(itype)[slope * rows + cols]  # (h, w)
         place += rows
         order[place] = start + (rows + CONTEXT_ROWS) * row_width + cols + CONTEXT_COLS
-        start += (h + CONTEXT_ROWS) * row_width
     bounds = np.append(start_of[:, 0], len(order))  # wave t starts with grid 0's part
-    offsets = np.array([dr * row_width + dc for dr, dc in context_offsets(context)], dtype=itype)
-    return Schedule(
-        shapes=tuple(shapes), starts=np.array(starts, dtype=np.int64), row_width=row_width,
-        buffer_size=size + 1, order=order, offsets=offsets, wave_bounds=bounds,
-    )
+    return Schedule(**vars(layout), order=order, wave_bounds=bounds)
 
 
 def fill_buffer(schedule: Schedule, grids: list[np.ndarray]) -> np.ndarray:
