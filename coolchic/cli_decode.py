@@ -65,13 +65,11 @@ def check_output(path: Path) -> None:
     Raises:
         CommandError: the folder is missing or not writable, or the path is a folder.
     """
-    import secrets
-
     if not path.parent.exists():
         raise CommandError(f"output directory does not exist: {path.parent}")
     if path.is_dir():
         raise CommandError(f"output path is a directory: {path}")
-    probe = path.parent / f".coolchic-{secrets.token_hex(6)}.tmp"
+    probe = path.parent / f".coolchic-{os.urandom(6).hex()}.tmp"
     try:  # what the atomic writer will do: a new file beside the target
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import warnings
 import zlib
@@ -381,7 +380,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = os.fspath(path)
     parent = _check_directory(path)
-    temp = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    temp = os.path.join(parent, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                      0o666)  # the umask applies, as for any new file

@@ -2,8 +2,10 @@
 
 import math
 import os
+import zlib
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,13 +65,15 @@ def test_every_row_sums_to_two_to_the_24_and_every_entry_is_at_least_one():
 
 def test_table_hash_matches_the_pinned_golden_value():
     assert T.table_sha256() == T.TABLE_SHA256 == GOLDEN_TABLE_SHA256
+    assert zlib.crc32(T.laplace_pmf_table().astype("<u4").tobytes()) == T.TABLE_CRC32
 
 
 def test_shipped_table_file_equals_the_decimal_build_byte_for_byte():
     built = T.build_laplace_pmf_table()
     if os.environ.get("COOLCHIC_REGEN_GOLDEN"):
-        np.savez_compressed(resources.files(T.__package__) / T.TABLE_FILE, pmf=built.astype("<u4"))
-        print(f"\nGOLDEN_TABLE_SHA256 = {T._sha256(built)!r}")
+        T.write_table_file(resources.files(T.__package__) / T.TABLE_FILE, built)
+        print(f"\nGOLDEN_TABLE_SHA256 = {T._sha256(built)!r}, TABLE_CRC32 = "
+              f"{zlib.crc32(built.astype('<u4').tobytes()):#x}")
     assert built.dtype == np.int64
     assert built.astype("<i8").tobytes() == T.laplace_pmf_table().astype("<i8").tobytes()
 
@@ -77,13 +81,15 @@ def test_shipped_table_file_equals_the_decimal_build_byte_for_byte():
 def test_a_corrupt_shipped_table_is_refused(tmp_path, monkeypatch):
     table = T.laplace_pmf_table().astype("<u4")
     table[3, 4, 5] += 1
-    np.savez_compressed(tmp_path / "bad.npz", pmf=table)
-    monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / "bad.npz"))  # absolute: read from there
+    T.write_table_file(tmp_path / "bad", table)
+    (tmp_path / "truncated").write_bytes((Path(T.__file__).parent / T.TABLE_FILE).read_bytes()[:-9])
     T.laplace_pmf_table.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="corrupt"):
-            T.laplace_pmf_table()
-        monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / "missing.npz"))
+        for bad in ("bad", "truncated"):
+            monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / bad))  # absolute: read from there
+            with pytest.raises(RuntimeError, match="corrupt"):
+                T.laplace_pmf_table()
+        monkeypatch.setattr(T, "TABLE_FILE", str(tmp_path / "missing"))
         with pytest.raises(RuntimeError, match="cannot read"):
             T.laplace_pmf_table()
     finally:

@@ -22,14 +22,17 @@ relative to the mean: ``C_0 = 0``, ``C_k = round_half_even(F(x_k) * M) + k`` wit
 The PMF ``q_k = C_{k+1} - C_k`` is therefore ``>= 1`` and sums to ``2**PROB_BITS``.
 
 Building the table takes about 0.3 s, a large part of a decode, so the package ships it
-(TABLE_FILE, next to this module) and loads it instead, checking its SHA-256; the tests
-rebuild it and compare byte for byte.
+(TABLE_FILE, next to this module: the table's little-endian uint32 entries in C order,
+zlib-compressed) and loads it instead, checking its CRC-32 (zlib, which a decode loads
+anyway: no zipfile or hashlib import on the decoding path); the tests rebuild it, compare
+it byte for byte and pin its SHA-256.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import zlib
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from pathlib import Path
 
@@ -49,8 +52,9 @@ N_ROWS = N_MU * N_SCALE  # rows of flat_table()
 LOG_SCALE_MIN = LOG_SCALE_MIN_FP / (1 << LOG_SCALE_FRAC_BITS)  # -4.5
 LOG_SCALE_MAX = (LOG_SCALE_MIN_FP + N_SCALE - 1) / (1 << LOG_SCALE_FRAC_BITS)  # 4.4375
 
-TABLE_FILE = "laplace_pmf.npz"  # the table as uint32 array "pmf", shipped in this package
-# SHA-256 of the table's little-endian int64 bytes in C order (also pinned in the tests)
+TABLE_FILE = "laplace_pmf.u32.zlib"  # the table, shipped in this package (`write_table_file`)
+TABLE_CRC32 = 0x1C24A643  # zlib.crc32 of the table's little-endian uint32 bytes in C order
+# SHA-256 of the table's little-endian int64 bytes in C order (pinned in the tests)
 TABLE_SHA256 = "a568c8beb01229c456e4161eac3ffa43fe85f45d3e2b34eb97da6d5dd292522e"
 
 # 40 significant digits leave > 25 digits of margin below the integer rounding of values
@@ -142,14 +146,23 @@ def laplace_pmf_table() -> np.ndarray:
     try:
         # a plain path: importlib.resources costs a decode 10 ms of imports, and the package
         # (with its native libraries) is never imported from a zip file
-        with np.load(Path(__file__).parent / TABLE_FILE) as data:
-            pmf = data["pmf"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as exc:
+        raw = (Path(__file__).parent / TABLE_FILE).read_bytes()
+    except OSError as exc:
         raise RuntimeError(f"cannot read the probability table {TABLE_FILE}: {exc}") from exc
-    if pmf.shape != (N_MU, N_SCALE, ALPHABET) or _sha256(pmf) != TABLE_SHA256:
+    try:
+        raw = zlib.decompress(raw)
+    except zlib.error:
+        raw = b""
+    if len(raw) != 4 * N_ROWS * ALPHABET or zlib.crc32(raw) != TABLE_CRC32:
         raise RuntimeError(f"the probability table {TABLE_FILE} is corrupt; reinstall coolchic")
+    pmf = np.frombuffer(raw, dtype="<u4").astype(np.int64).reshape(N_MU, N_SCALE, ALPHABET)
     pmf.setflags(write=False)
     return pmf
+
+
+def write_table_file(path: str | Path, table: np.ndarray) -> None:
+    """Write `table` ((N_MU, N_SCALE, ALPHABET), entries below 2^32) as TABLE_FILE holds it."""
+    Path(path).write_bytes(zlib.compress(np.ascontiguousarray(table, dtype="<u4").tobytes(), 9))
 
 
 def flat_table() -> np.ndarray:
