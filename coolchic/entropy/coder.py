@@ -55,12 +55,13 @@ class EntropyError(ValueError):
     """Compressed symbol data is corrupt, truncated or inconsistent with the request."""
 
 
-@functools.cache
-def _weight_table() -> np.ndarray:
-    """Constriction weights ``q - 1``; float64 (N_ROWS, ALPHABET), read-only."""
-    weights = (flat_table() - 1).astype(np.float64)
-    weights.setflags(write=False)
-    return weights
+def _weights(rows: np.ndarray) -> np.ndarray:
+    """Constriction weights ``q - 1`` of the table rows `rows`: float64 (N, ALPHABET). Only
+    the rows asked for are converted (the whole table, 2.3 MB of floats, cost the first
+    decode of a process 10-30 ms)."""
+    weights = flat_table().take(rows, axis=0)
+    weights -= 1
+    return weights.astype(np.float64)
 
 
 @functools.cache
@@ -244,7 +245,7 @@ class SymbolEncoder:
         rows = _checked_rows(rows, symbols.size)
         if symbols.size == 0:
             return
-        weights = np.take(_weight_table(), rows, axis=0)  # (N, ALPHABET)
+        weights = _weights(rows)  # (N, ALPHABET)
         self._main.encode(symbols, self._family, weights)
         if extras.size:
             self._escape.encode(_exp_golomb_bits(extras), self._bit_model)
@@ -340,7 +341,6 @@ class SymbolDecoder:
         streams = split_streams(data, inline_escapes=inline_escapes)
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._bit_model = constriction.stream.model.Categorical(_BIT_WEIGHTS, perfect=False)
-        self._weights = _weight_table()
         self._main = constriction.stream.queue.RangeDecoder(streams[0])
         self._inline = inline_escapes
         self._escape = (self._main if inline_escapes
@@ -377,7 +377,7 @@ class SymbolDecoder:
         Returns:
             float64 (N,) latent values ``y`` (integers; the latent decoder's buffer type).
         """
-        weights = self._weights.take(rows, axis=0)  # (N, ALPHABET)
+        weights = _weights(rows)  # (N, ALPHABET)
         try:
             symbols = self._main.decode(self._family, weights)
         except Exception as error:  # constriction reports invalid data as AssertionError
