@@ -33,7 +33,7 @@ GOLDEN_CONTAINER_HEX = "0403904c06bdc9f572c828877a0737612a119f3c00c4fcfe81fb0000
 @pytest.fixture(scope="module", autouse=True)
 def _tables_built_once():
     """Build the cached tables before any timed (hypothesis) example runs."""
-    T.flat_table()
+    coder._weight_table()
     coder._cost_table()
 
 

@@ -55,10 +55,21 @@ class EntropyError(ValueError):
     """Compressed symbol data is corrupt, truncated or inconsistent with the request."""
 
 
+@functools.cache
+def _weight_table() -> np.ndarray:
+    """Constriction weights ``q - 1``; float64 (N_ROWS, ALPHABET), read-only."""
+    weights = (flat_table() - 1).astype(np.float64)
+    weights.setflags(write=False)
+    return weights
+
+
 def _weights(rows: np.ndarray) -> np.ndarray:
-    """Constriction weights ``q - 1`` of the table rows `rows`: float64 (N, ALPHABET). Only
-    the rows asked for are converted (the whole table, 2.3 MB of floats, cost the first
-    decode of a process 10-30 ms)."""
+    """Constriction weights ``q - 1`` of the table rows `rows`: float64 (N, ALPHABET). Small
+    requests (a decoder's waves and weights) convert only their rows: the whole table, 2.3
+    MB of floats, cost the first decode of a process 10-30 ms; large ones (an encoder's
+    latents) gather from the whole table, converted once."""
+    if rows.size > N_ROWS:
+        return _weight_table().take(rows, axis=0)
     weights = flat_table().take(rows, axis=0)
     weights -= 1
     return weights.astype(np.float64)
