@@ -256,3 +256,22 @@ def test_publishing_copies_the_runs_bitstreams_and_removes_any_other(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["kodim01@0.02.bin", "kodim04@0.02.bin"]
     assert sorted(written) == sorted(folder.iterdir())
     assert (folder / "kodim01@0.02.bin").read_bytes() == b"one"
+
+
+@pytest.mark.parametrize("head", ["ref: refs/heads/topic", "ref: refs/heads/packed", "detached"])
+def test_the_revision_is_read_in_a_linked_worktree_too(tmp_path, monkeypatch, head):
+    from coolchic.evaluate import provenance
+
+    repo, tree = tmp_path / "repo", tmp_path / "tree"
+    linked = repo / ".git" / "worktrees" / "tree"
+    (repo / ".git" / "refs" / "heads").mkdir(parents=True)
+    linked.mkdir(parents=True)
+    (repo / ".git" / "refs" / "heads" / "topic").write_text("a" * 40 + "\n")
+    (repo / ".git" / "packed-refs").write_text("# pack-refs\n" + "b" * 40 + " refs/heads/packed\n")
+    (linked / "commondir").write_text("../..\n")
+    (linked / "HEAD").write_text(("c" * 40 if head == "detached" else head) + "\n")
+    (tree / "coolchic" / "evaluate").mkdir(parents=True)
+    (tree / ".git").write_text(f"gitdir: {linked}\n")
+    monkeypatch.setattr(provenance, "__file__", str(tree / "coolchic" / "evaluate" / "provenance.py"))
+    expected = {"ref: refs/heads/topic": "a", "ref: refs/heads/packed": "b", "detached": "c"}[head]
+    assert provenance.code_revision().endswith("+g" + expected * 12)

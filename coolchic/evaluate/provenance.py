@@ -12,11 +12,33 @@ import coolchic
 
 
 def _git_dir() -> Path | None:
+    """The git folder of the checkout this package runs from: ``.git``, or, in a linked
+    worktree (``git worktree add``), the folder its ``.git`` file names."""
     for folder in Path(__file__).resolve().parents:
         candidate = folder / ".git"
         if candidate.is_dir():
             return candidate
+        if candidate.is_file():
+            try:
+                text = candidate.read_text().strip()
+            except OSError:
+                return None
+            if not text.startswith("gitdir: "):
+                return None
+            linked = Path(text[len("gitdir: "):])
+            linked = linked if linked.is_absolute() else folder / linked
+            return linked if linked.is_dir() else None
     return None
+
+
+def _ref_folders(git_dir: Path) -> list[Path]:
+    """Where a ref can live: the git folder, then, for a linked worktree, the main
+    repository's (its ``commondir`` file)."""
+    try:
+        common = Path((git_dir / "commondir").read_text().strip())
+    except OSError:
+        return [git_dir]
+    return [git_dir, common if common.is_absolute() else git_dir / common]
 
 
 def _head_commit(git_dir: Path) -> str | None:
@@ -28,17 +50,18 @@ def _head_commit(git_dir: Path) -> str | None:
     if not head.startswith("ref: "):
         return head or None  # detached HEAD holds the commit itself
     ref = head[len("ref: ") :]
-    try:
-        return (git_dir / ref).read_text().strip()
-    except OSError:
-        pass
-    try:  # refs that git has packed: "<sha> <refname>" lines
-        for line in (git_dir / "packed-refs").read_text().splitlines():
-            sha, _, name = line.partition(" ")
-            if name == ref:
-                return sha
-    except OSError:
-        return None
+    for folder in _ref_folders(git_dir):
+        try:
+            return (folder / ref).read_text().strip()
+        except OSError:
+            pass
+        try:  # refs that git has packed: "<sha> <refname>" lines
+            for line in (folder / "packed-refs").read_text().splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref:
+                    return sha
+        except OSError:
+            pass
     return None
 
 
