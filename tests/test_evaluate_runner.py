@@ -275,3 +275,13 @@ def test_the_revision_is_read_in_a_linked_worktree_too(tmp_path, monkeypatch, he
     monkeypatch.setattr(provenance, "__file__", str(tree / "coolchic" / "evaluate" / "provenance.py"))
     expected = {"ref: refs/heads/topic": "a", "ref: refs/heads/packed": "b", "detached": "c"}[head]
     assert provenance.code_revision().endswith("+g" + expected * 12)
+
+
+def test_the_classical_codecs_jobs_come_before_ours(images, tmp_path):
+    from coolchic.evaluate.evaluation import plan
+
+    ours = FakeCodec(str(tmp_path / "log"))
+    jobs, _, _ = plan(spec_for(images, tmp_path / "run"), codec_factory=factory(ours))
+    kinds = [job.codec == ours.name for job in jobs]
+    assert any(kinds) and not all(kinds)
+    assert kinds == sorted(kinds)  # every jpeg420 job, then every one of ours

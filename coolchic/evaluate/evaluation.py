@@ -186,8 +186,12 @@ def plan(spec: EvaluationSpec, *, codec_factory: Callable[[EvaluationSpec], Code
     if not codecs:
         raise EvaluationError("nothing to run: give lambdas and a preset, amortized codecs or"
                               " runnable baselines")
+    # the classical codecs first: seconds per job against minutes or hours for ours, and
+    # with their curves done, a report can give BD-rates as soon as one of our curves is
+    order = sorted(codecs, key=lambda name: isinstance(codecs[name], CoolchicCodec) or
+                   getattr(codecs[name], "kind", "") == "lambda")
     jobs = [Job(codec, path.stem, str(path), spec.crop, float(setting))
-            for codec in codecs for path in paths for setting in settings[codec]]
+            for codec in order for path in paths for setting in settings[codec]]
     return jobs, codecs, skipped
 
 
