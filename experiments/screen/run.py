@@ -106,7 +106,12 @@ def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
             if p.iteration % TRACE_EVERY == 0 or p.iteration == p.total:
                 trace.append((p.iteration, round(time.perf_counter() - start, 2), p.best_loss))
 
-        result = encode(pixels, lmbda=lm, preset=preset, arch=config, threads=1, callback=record)
+        # the training state is saved every minute: a screening stopped with the session goes
+        # on from it (encode_s and the trace then cover this process's part only)
+        saves = rows / "partial" / target.stem
+        resumed = any(saves.parent.glob(f"{saves.name}.*"))
+        result = encode(pixels, lmbda=lm, preset=preset, arch=config, threads=1, callback=record,
+                        resume=saves)
         r = result.report
         mse = 10.0 ** (-r.psnr_db / 10.0)
         row = {"variant": variant, "image": im, "lmbda": lm, "preset": r.preset, "bytes": r.n_bytes,
@@ -114,7 +119,7 @@ def run(shard: str, rows: Path, names: list[str], images: tuple[str, ...],
                "arch": r.arch, "mac_per_pixel": r.mac_per_pixel, "sections": r.section_bytes,
                "encode_s": r.encode_seconds,
                "revision": _revision(), "machine": platform.processor() or platform.machine(),
-               "trace": trace}
+               "trace": trace, "resumed": resumed}
         target.with_suffix(".bin").write_bytes(result.data)  # the file itself: decode it to check
         target.write_text(json.dumps(row, indent=1) + "\n")
         print(f"{target.name}: {r.n_bytes} bytes, {r.bpp:.4f} bpp, {r.psnr_db:.2f} dB, J {row['J']:.6f}, "
