@@ -176,6 +176,34 @@ def report_against_protocol(rows: Path, protocol: Path) -> None:
               f"{r['bpp']:.4f} / {r['psnr_db']:.2f} | {r['J'] / j_control:.4f} | {r['encode_s'] / 60:.1f} |")
 
 
+def plot_time(rows: Path, out: Path) -> None:
+    """Best true RD cost so far against wall time, one line per row with a trace, as a
+    ratio to the final file's J (the file adds the weights' bits and integer weights), one
+    panel per lambda: how much each idea gains per minute, not per iteration."""
+    from matplotlib.figure import Figure
+
+    data = [json.loads(p.read_text()) for p in sorted(rows.glob("*.json"))]
+    data = [r for r in data if r.get("trace")]
+    lambdas = sorted({r["lmbda"] for r in data})
+    if not lambdas:
+        raise SystemExit(f"no row with a trace in {rows}")
+    fig = Figure(figsize=(4.2 * len(lambdas), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(lambdas), squeeze=False)[0]
+    for ax, lm in zip(axes, lambdas):
+        for r in (r for r in data if r["lmbda"] == lm):
+            t = np.array([point[1] for point in r["trace"]]) / 60
+            best = np.array([point[2] for point in r["trace"]])
+            keep = np.isfinite(best)
+            ax.plot(t[keep], best[keep] / r["J"], label=f"{r['variant']} {r['image']}")
+        ax.set(title=f"lambda {lm:g}", xlabel="wall time (min)", yscale="log",
+               ylabel="best true J so far / final file's J")
+        ax.axhline(1.0, color="0.6", lw=0.8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shard", nargs="?", help="i/n: run every n-th job from the i-th")
@@ -186,7 +214,10 @@ def main() -> None:
     parser.add_argument("--images", default=",".join(IMAGES), help="comma-separated Kodak names")
     parser.add_argument("--lambdas", default=",".join(f"{v:g}" for v in LAMBDAS))
     parser.add_argument("--protocol", type=Path, help="with --report: compare with this paper-grade run")
+    parser.add_argument("--plot", type=Path, help="with --report: also plot J against wall time here")
     args = parser.parse_args()
+    if args.report and args.plot:
+        plot_time(args.rows, args.plot)
     if args.report and args.protocol:
         report_against_protocol(args.rows, args.protocol)
     elif args.report:
