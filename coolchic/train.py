@@ -196,9 +196,8 @@ def overfit(
         state = saver.load()
     with training_threads(threads, kernels):
         run = _Run(image, lmbda, kernels, callback, preset.iterations, saver=saver)
-        if state is not None and state["stage"] != "warm-up":
-            run.done = state["done"]  # the warm-up is behind
-        elif preset.warmup_iterations:
+        warming = state is None or state["stage"] == "warm-up"  # else the warm-up is behind
+        if warming and preset.warmup_iterations:
             model = _warm_up(model, run, preset, seed=seed, resume=state)
             state = None
         model = _train(model, run, preset.phases, resume=state)
