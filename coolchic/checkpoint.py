@@ -104,6 +104,16 @@ class Checkpointer:
         self.path.unlink(missing_ok=True)
 
 
+def saved_seconds(path: Path) -> float:
+    """The wall seconds of training that the save in `path` accounts for (its runs
+    before and including the one that wrote it); 0.0 when there is none to read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return float(state.get("elapsed_s", 0.0))
+    except Exception:  # missing, unreadable: nothing to add
+        return 0.0
+
+
 def rng_state(device: str) -> dict[str, torch.Tensor]:
     """The generator states that draw the training noise on `device`."""
     state = {"cpu": torch.get_rng_state()}

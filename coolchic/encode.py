@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coolchic import checkpoint
 from coolchic.bitstream import CodecId, Header, SectionId, write_bitstream
 from coolchic.complexity import mac_per_pixel
 from coolchic.config import (
@@ -53,7 +54,7 @@ class EncodeReport:
     section_bytes: dict[str, int]
     bpp: float  # from the whole bitstream's size
     psnr_db: float  # of the decoded image against the input (RGB PSNR)
-    encode_seconds: float
+    encode_seconds: float  # wall time, that of the runs a stop interrupted included (resume)
     mac_per_pixel: float
 
 
@@ -238,6 +239,7 @@ def encode(
     train = {"seed": seed, "device": device, "threads": threads, "compile": compile}
     raced = 0  # iterations spent by a race
     resume, used = (None if resume is None else Path(resume)), []
+    earlier = 0.0  # seconds that stopped runs of this encode spent training
     if isinstance(arch, DecoderConfig):
         candidates = [("custom", arch)]
     elif arch == BEST_ARCH:
@@ -256,8 +258,11 @@ def encode(
     for k, (name, config) in enumerate(candidates):
         config = effective_config(config, h, w)
         progress = _offset(callback, raced + k * recipe.iterations, total)
-        model = overfit(x, config, recipe, lmbda, callback=progress,
-                        resume=_saves(resume, name, used), **train).cpu()
+        saves = _saves(resume, name, used)
+        began = time.perf_counter()
+        model = overfit(x, config, recipe, lmbda, callback=progress, resume=saves, **train).cpu()
+        if saves is not None:  # the training time of earlier processes, when it was resumed
+            earlier += max(0.0, checkpoint.saved_seconds(saves) - (time.perf_counter() - began))
         coded = code_model(model, array, bit_depth=bit_depth, lmbda=lmbda, refine_trials=recipe.refine_trials)
         if best is None or coded.cost < best[0].cost:
             best = (coded, name)
@@ -266,4 +271,4 @@ def encode(
         path.unlink(missing_ok=True)
     return EncodeResult(coded.data, coded.reconstruction,
                         encode_report(coded, lmbda=lmbda, preset=recipe.name, arch=arch_name,
-                                      iterations=total, seconds=time.perf_counter() - start))
+                                      iterations=total, seconds=earlier + time.perf_counter() - start))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,7 +196,8 @@ def overfit(
             kernels=kind), every_s=ckpt.DEFAULT_EVERY_S if resume_every_s is None else resume_every_s)
         state = saver.load()
     with training_threads(threads, kernels):
-        run = _Run(image, lmbda, kernels, callback, preset.iterations, saver=saver)
+        run = _Run(image, lmbda, kernels, callback, preset.iterations, saver=saver,
+                   earlier_s=0.0 if state is None else float(state.get("elapsed_s", 0.0)))
         warming = state is None or state["stage"] == "warm-up"  # else the warm-up is behind
         if warming and preset.warmup_iterations:
             model = _warm_up(model, run, preset, seed=seed, resume=state)
@@ -219,10 +221,13 @@ class _Run:
     saver: ckpt.Checkpointer | None = None
     done: int = 0
     context: dict = field(default_factory=dict)  # what the stage adds to a save (warm-up)
+    earlier_s: float = 0.0  # wall seconds of the training's earlier runs (a resumed save's)
+    started: float = field(default_factory=time.perf_counter)
 
     def snapshot(self, model: CoolChic, *, stage: str, **train) -> dict:
         """The state a save holds after `self.done` iterations."""
-        return {"stage": stage, "done": self.done, "model": model.state_dict(),
+        elapsed = self.earlier_s + time.perf_counter() - self.started
+        return {"stage": stage, "done": self.done, "model": model.state_dict(), "elapsed_s": elapsed,
                 "rng": ckpt.rng_state(self.image.device.type), **self.context, **train}
 
     def true_loss(self, model: CoolChic) -> float:

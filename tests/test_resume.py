@@ -136,3 +136,26 @@ def test_the_encode_command_goes_on_from_a_stopped_encode_of_the_same_output(tmp
     CliRunner().invoke(app, ["encode", str(tmp_path / "img.png"), "-l", str(LMBDA), "-o",
                              str(out), "--iterations", "40", "--no-resume"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.bin", "img.png"]
+
+
+def test_a_resumed_encode_reports_the_time_of_its_earlier_runs_too(tmp_path, monkeypatch):
+    import time as clock
+
+    real = ckpt.Checkpointer.save
+
+    def slow_save(self, state):  # each save of the first run: 0.2 s more of "training"
+        clock.sleep(0.2)
+        return real(self, state)
+
+    monkeypatch.setattr(ckpt.Checkpointer, "save", slow_save)
+    with pytest.raises(Stop):
+        encode(synthetic_image(), lmbda=LMBDA, preset=RECIPE, seed=3, arch="default",
+               resume=tmp_path / "p", callback=_stop_at(10))
+    first_run = ckpt.saved_seconds(tmp_path / "p.default")
+    assert first_run >= 0.2 * 9  # the 9 saves before the 10th
+    monkeypatch.setattr(ckpt.Checkpointer, "save", real)
+    start = clock.perf_counter()
+    again = encode(synthetic_image(), lmbda=LMBDA, preset=RECIPE, seed=3, arch="default",
+                   resume=tmp_path / "p")
+    this_run = clock.perf_counter() - start
+    assert this_run + first_run * 0.9 <= again.report.encode_seconds <= this_run + first_run * 1.1

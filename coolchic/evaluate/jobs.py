@@ -31,6 +31,8 @@ class Encoded:
 
     data: bytes
     mac_per_pixel: float | None = None
+    seconds: float | None = None  # the encoder's own wall time, when it counts runs that a
+    # stop interrupted (a resumed encode); else the job times the call
 
 
 class Codec(Protocol):
@@ -86,7 +88,7 @@ class CoolchicCodec:
         result = encode(pixels, lmbda=setting, preset=self.preset_name,
                         iterations=self.iterations, device=self.device, seed=self.seed,
                         arch=self.arch, resume=resume)
-        return Encoded(result.data, float(result.report.mac_per_pixel))
+        return Encoded(result.data, float(result.report.mac_per_pixel), result.report.encode_seconds)
 
     def decode(self, path: Path, height: int, width: int) -> np.ndarray:
         from coolchic.decode import decode
@@ -216,7 +218,7 @@ def run_job(job: Job, codec: Codec) -> Outcome:
     height, width = image.pixels.shape[:2]
     start = time.perf_counter()
     encoded = codec.encode(image.pixels, image.bit_depth, job.setting)
-    encode_s = time.perf_counter() - start
+    encode_s = time.perf_counter() - start if encoded.seconds is None else encoded.seconds
     with tempfile.TemporaryDirectory(prefix="coolchic-eval-") as tmp:
         path = Path(tmp) / "bitstream.bin"
         atomic_write_bytes(path, encoded.data)
