@@ -285,3 +285,29 @@ def test_the_classical_codecs_jobs_come_before_ours(images, tmp_path):
     kinds = [job.codec == ours.name for job in jobs]
     assert any(kinds) and not all(kinds)
     assert kinds == sorted(kinds)  # every jpeg420 job, then every one of ours
+
+
+def test_per_image_bd_rates_cover_the_images_where_our_curve_is_complete():
+    from coolchic.evaluate.bdrate import bd_rate
+    from coolchic.evaluate.report import per_image_bd_markdown
+    from coolchic.evaluate.store import Row
+
+    def row(codec, image, setting, bpp, psnr):
+        ours = codec.startswith("coolchic")
+        return Row(codec=codec, image=image, width=8, height=8, lmbda=setting if ours else None,
+                   quality=None if ours else setting, bytes=int(bpp * 8), bpp=bpp, psnr_db=psnr,
+                   mse=1.0, ms_ssim=0.9, encode_s=1.0, decode_s=0.1, mac_per_pixel=None,
+                   preset="p", revision="r")
+
+    anchor = [(0.2, 28.0), (0.5, 31.0), (1.0, 34.0), (2.0, 37.0)]
+    ours = [(0.18, 28.3), (0.45, 31.4), (0.9, 34.2)]
+    rows = [row("hevc444", im, q, b, p) for im in ("a", "b") for q, (b, p) in enumerate(anchor)]
+    rows += [row("coolchic-x", "a", lm, b, p) for lm, (b, p) in zip((0.02, 0.004, 0.001), ours)]
+    rows += [row("coolchic-x", "b", lm, b, p) for lm, (b, p) in zip((0.02, 0.004), ours)]  # b: 2 of 3
+    text = per_image_bd_markdown(rows, ["coolchic-x"], ["hevc444"])
+    expected = bd_rate([b for b, _ in anchor], [p for _, p in anchor],
+                       [b for b, _ in ours], [p for _, p in ours]).value
+    assert f"| coolchic-x | a | {expected:+.2f} % |" in text
+    assert "| coolchic-x | b |" not in text
+    anchors_only = [r for r in rows if r.codec == "hevc444"]
+    assert per_image_bd_markdown(anchors_only, ["coolchic-x"], ["hevc444"]) is None

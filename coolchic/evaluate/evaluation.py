@@ -38,6 +38,7 @@ from coolchic.evaluate.report import (
     bdrate_markdown,
     complete_points,
     curves,
+    per_image_bd_markdown,
     summary_tsv,
 )
 from coolchic.evaluate.runner import BackendOptions, execute, pending_jobs
@@ -292,6 +293,9 @@ def write_outputs(store: RunStore, spec: EvaluationSpec, jobs: Sequence[Job],
     if (anchors or ours) and sum(len(points) >= 2 for points in curve_map.values()) >= 2:
         entries = bd_matrix(curve_map, anchors or ours[:1])
         markdown = bdrate_markdown(entries, title=f"BD-rates: {what}", notes=list(skipped))
+        per_image = per_image_bd_markdown(rows, ours, anchors) if anchors else None
+        if per_image is not None:
+            markdown += "\n" + per_image
         bd_path = store.out / "bdrate.md"
         atomic_write_bytes(bd_path, markdown.encode())
         files.append(bd_path)

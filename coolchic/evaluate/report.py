@@ -121,6 +121,40 @@ def bd_rate_rows_markdown(rows: Sequence[Row], codecs: Sequence[str], anchors: S
     return "\n".join(lines)
 
 
+def per_image_bd_markdown(rows: Sequence[Row], codecs: Sequence[str], anchors: Sequence[str]) -> str | None:
+    """A Markdown section: the BD-rate (PSNR) of each of ``codecs`` against each anchor on
+    each image where the codec has every one of its settings done and the anchor at least
+    two points (a run stopped part-way has these before it has a mean curve); None when
+    there is no such image."""
+    points: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        points[(row.codec, row.image)].append(row)
+    lines = []
+    for codec in codecs:
+        settings = {r.setting for r in rows if r.codec == codec}
+        images = sorted(im for (c, im), got in points.items()
+                        if c == codec and len(settings) >= 2 and {r.setting for r in got} == settings)
+        for image in images:
+            ours = sorted(points[(codec, image)], key=lambda r: r.bpp)
+            cells = []
+            for anchor in anchors:
+                theirs = sorted(points.get((anchor, image), []), key=lambda r: r.bpp)
+                value = math.nan
+                if len(theirs) >= 2:
+                    value = _finite_only(bd_rate, [r.bpp for r in theirs], [r.psnr_db for r in theirs],
+                                         [r.bpp for r in ours], [r.psnr_db for r in ours]).value
+                cells.append(_number(value, "+.2f") + ("" if math.isnan(value) else " %"))
+            lines.append(f"| {codec} | {image} | " + " | ".join(cells) + " |")
+    if not lines:
+        return None
+    return "\n".join([
+        "## Per image", "",
+        "BD-rate (PSNR) on each image where our codec has all its settings, against each anchor "
+        "on the same image (negative = fewer bits).", "",
+        "| codec | image | " + " | ".join(anchors) + " |",
+        "| --- | --- |" + " ---: |" * len(anchors), *lines, ""])
+
+
 def _finite_only(bd, *curves: Sequence[float]) -> BdResult:
     """``bd(*curves)``, or NaN when a curve cannot be interpolated: a quality that is not
     finite (MS-SSIM of images too small for 5 scales, PSNR of a lossless point) or two
