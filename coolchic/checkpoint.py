@@ -5,23 +5,25 @@ stopped.
 
 A save holds everything the rest of the training depends on: the model, the optimizer's
 moments and step, the schedule's position, the best state seen so far and the generator
-state that draws the training noise. It is written atomically (a temporary file renamed over
-the last save) and read with ``torch.load(weights_only=True)``, so a file planted in its
-place can fail to load but cannot run code. A save made by another encode (other image,
-lambda, decoder, recipe, seed, device or training kernels) is ignored, with a warning.
+state that draws the training noise. It is written atomically
+(`coolchic.io.atomic_write_bytes`) and read with ``torch.load(weights_only=True)``, so a
+file planted in its place can fail to load but cannot run code. A save made by another
+encode (other image, lambda, decoder, recipe, seed, device or training kernels) is ignored,
+with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from coolchic.io import atomic_write_bytes
 
 FORMAT = 1  # version of the saved dictionary's layout
 DEFAULT_EVERY_S = 60.0  # seconds of training between two saves
@@ -88,20 +90,8 @@ class Checkpointer:
         buffer = io.BytesIO()
         torch.save({"format": FORMAT, "identity": self.identity, **state}, buffer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temp, "wb") as f:
-                f.write(buffer.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path, buffer.getvalue())
         self._last = time.monotonic()
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def saved_seconds(path: Path) -> float:
