@@ -56,10 +56,6 @@ def _timed(path: Path, repeats: int, kernel: str, checkout: Path | None) -> floa
     return statistics.median(json.loads(out.stdout.strip().splitlines()[-1])[1:])
 
 
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def _recorded_f64() -> float | None:
     """The float64 matmul throughput results/speed.tsv records (GFLOP/s), if any."""
     try:
@@ -89,7 +85,7 @@ def main() -> None:
     if not set(kernels) <= {"native", "numpy"}:
         sys.exit("--decoders takes native and/or numpy")
     import torch  # for the floor only
-    from speed import matmul_gflops  # benchmarks/speed.py, beside this script
+    from speed import _load, matmul_gflops  # benchmarks/speed.py, beside this script
 
     from coolchic.decode import describe
 
