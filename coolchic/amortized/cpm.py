@@ -239,6 +239,19 @@ class Cpm(nn.Module):
 STAGES: tuple[tuple[float, dict], ...] = ((1.0, {}),)
 
 
+# Named sizes (`coolchic amortized train cpm --config NAME`): overrides of `CpmConfig`.
+# "small" is the defaults, the size of the shipped cpm-q50 weights. "paper": Mentzer et al.
+# (CVPR 2018) use K = 32 code channels at 8x down-sampling, L = 6 centres, encoder and
+# decoder convolutions of 128 filters, and a context model of 3x3x3 masked 3-D
+# convolutions with 24 filters (as we read the paper). What differs: their transforms have
+# residual blocks (plain convolutions here, `autoencoder`) and their context model a
+# residual block (two hidden layers of 24 here).
+CONFIGS: dict[str, dict] = {
+    "small": {},
+    "paper": {"code_channels": 32, "centres": 6, "features": 128, "context_hidden": (24, 24)},
+}
+
+
 def build(config: dict | None = None) -> Cpm:
     """A fresh model; `config` overrides fields of the default `CpmConfig`.
 

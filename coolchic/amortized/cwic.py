@@ -291,6 +291,19 @@ STAGES: tuple[tuple[float, dict], ...] = (
     (0.5, {"use_map": False}), (0.5, {"use_map": True, "kept_target": 0.5}))
 
 
+# Named sizes (`coolchic amortized train cwic --config NAME`): overrides of `CwicConfig`.
+# "small" is the defaults, the size of the shipped cwic-q50 weights. "paper": Li et al.
+# (CVPR 2018; the network table of the paper) code n = 64 binary channels (128 for their higher
+# rates) at 1/8 resolution with L = 16 importance levels; their encoder is 128 then 256
+# features with residual blocks, which the plain transforms here (`autoencoder`, one width,
+# no residual blocks) stand in for with 128 features. The context models keep the small
+# widths: the paper's convolutional entropy encoder is not reproduced layer for layer.
+CONFIGS: dict[str, dict] = {
+    "small": {},
+    "paper": {"code_channels": 64, "levels": 16, "features": 128},
+}
+
+
 def build(config: dict | None = None) -> Cwic:
     """A fresh model; `config` overrides fields of the default `CwicConfig`.
 

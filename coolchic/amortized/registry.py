@@ -40,6 +40,23 @@ class ModelEntry:
                              "version of coolchic")
         return importlib.import_module(f"coolchic.amortized.{self.module}")
 
+    def configs(self) -> dict[str, dict]:
+        """The model's named sizes (its module's ``CONFIGS``: name -> config overrides);
+        empty for a model without any (it cannot be trained with ``--config``)."""
+        return dict(getattr(self.load(), "CONFIGS", {}))
+
+    def config(self, config_name: str) -> dict:
+        """The config overrides named `config_name`.
+
+        Raises:
+            ValueError: no such name; the message lists the model's names.
+        """
+        known = self.configs()
+        if config_name not in known:
+            raise ValueError(f"unknown {self.name} config {config_name!r}; expected one of "
+                             f"{', '.join(known) or '(none)'}")
+        return dict(known[config_name])
+
 
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("cwic", CodecId.CWIC,
