@@ -170,5 +170,5 @@ def test_training_runs_through_the_library_and_the_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "b" / "model.pt").exists()
     header, line = log.read_text().splitlines()
-    assert header.split("\t") == ["step", "stage", "loss", "psnr_db", "bpp", "seconds"]
-    assert line.split("\t")[:2] == ["1", "0"]
+    assert header.split("\t") == ["step", "stage", "loss", "psnr_db", "bpp", "seconds", "split", "lr"]
+    assert line.split("\t")[:2] == ["1", "0"] and line.split("\t")[6:] == ["train", "0.0001"]

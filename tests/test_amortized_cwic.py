@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from coolchic.amortized import cwic, registry
 from coolchic.amortized.codec import AmortizedCodec, write_stream
+from coolchic.amortized.schedule import LrSchedule
 from coolchic.amortized.training import TrainOptions, TrainProgress, load_model, stage_at, train
 from coolchic.bitstream import BitstreamError, CodecId, read_bitstream
 from coolchic.cli import app
@@ -109,8 +110,11 @@ def data_dir(tmp_path):
     return folder
 
 
-def test_an_interrupted_training_resumes_to_the_same_weights_as_an_uninterrupted_one(data_dir, tmp_path):
-    options = TrainOptions(steps=4, batch=2, crop=16, lr=1e-3, checkpoint_every=3)
+@pytest.mark.parametrize("schedule", [LrSchedule(), LrSchedule(kind="cosine", warmup=1, final_fraction=0.1)],
+                         ids=["constant", "cosine"])
+def test_an_interrupted_training_resumes_to_the_same_weights_as_an_uninterrupted_one(data_dir, tmp_path,
+                                                                                      schedule):
+    options = TrainOptions(steps=4, batch=2, crop=16, lr=1e-3, checkpoint_every=3, schedule=schedule)
     seen: list[TrainProgress] = []
     straight = train("cwic", data_dir, tmp_path / "a", options, config=TINY, callback=seen.append)
     assert [p.step for p in seen] == [1, 2, 3, 4] and [p.stage for p in seen] == [0, 0, 1, 1]

@@ -56,13 +56,35 @@ def _progress(label: str):
 
 @amortized_app.command("list")
 @_clean_errors
-def list_codecs() -> None:
+def list_codecs(
+    configs: Annotated[bool, typer.Option(
+        "--configs", help="List the named training configurations instead: model, name, "
+        "parameter count, config overrides (JSON).")] = False,
+) -> None:
     """One line per amortized image codec: its name, then the qualities of its shipped
     operating points (what encode --quality accepts), as plain numbers."""
+    if configs:
+        _list_configs()
+        return
     from coolchic.amortized.api import image_codecs, qualities
 
     for name in image_codecs():
         print(" ".join([name, *map(str, qualities(name))]))
+
+
+def _list_configs() -> None:
+    """One line per trainable model and named configuration (`train --config NAME`)."""
+    import json
+
+    from coolchic.amortized import registry
+    from coolchic.amortized.training import parameter_count
+
+    for entry in registry.MODELS:
+        if not entry.available or not hasattr(entry.load(), "STAGES"):
+            continue
+        for config_name, overrides in entry.configs().items():
+            count = parameter_count(entry.load().build(overrides))
+            print(f"{entry.name} {config_name} {count} {json.dumps(overrides, sort_keys=True)}")
 
 
 @amortized_app.command()
@@ -266,6 +288,10 @@ def progressive_cwic(
         raise typer.Exit(1)
 
 
+_LOG_HEADER = "step\tstage\tloss\tpsnr_db\tbpp\tseconds\tsplit\tlr\n"
+_LOG_EVERY = 100  # steps per "train" line of the log
+
+
 @amortized_app.command()
 @_clean_errors
 def train(
@@ -274,51 +300,98 @@ def train(
     steps: Annotated[int, typer.Option(help="Optimizer steps in all.")] = 1000,
     lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight; larger: smaller.")] = 1e-3,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [runs/MODEL].")] = None,
+    config: Annotated[str, typer.Option(
+        "--config", help="Named model size: small (the shipped weights' size) or paper "
+        "(the paper's, as far as the model supports it); 'amortized list --configs' lists them.")] = "small",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch: Annotated[int, typer.Option(help="Crops per step.")] = 4,
     crop: Annotated[int, typer.Option(help="Crop side in pixels (multiple of 8).")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Adam's peak learning rate.")] = 1e-4,
+    schedule: Annotated[str, typer.Option(help="Learning rate over the steps: constant, cosine "
+                                          "(down to --lr-final x lr) or step (x --decay-factor "
+                                          "every --decay-every steps).")] = "constant",
+    warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 0,
+    lr_final: Annotated[float, typer.Option(help="cosine: last step's rate over lr.")] = 0.0,
+    decay_every: Annotated[int, typer.Option(help="step: steps between decays.")] = 0,
+    decay_factor: Annotated[float, typer.Option(help="step: rate multiplier at each decay.")] = 0.5,
+    val_data: Annotated[list[Path] | None, typer.Option(
+        "--val-data", help="Folder of validation images (none of them training images); repeatable.")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        help="Or hold out this share of the --data images for validation (by file name).")] = 0.0,
+    val_every: Annotated[int, typer.Option(help="Steps between validations.")] = 100,
+    val_crops: Annotated[int, typer.Option(help="Fixed validation crops (--crop pixels).")] = 16,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt if present.")] = True,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
     log: Annotated[Path | None, typer.Option(
-        help="Append a TSV line (means over the last 100 steps) every 100 steps and at the end.")] = None,
+        help="Append TSV lines: 'train' (means over the last 100 steps) every 100 steps and at "
+        "the end, 'val' at each validation (docs/amortized.md).")] = None,
 ) -> None:
-    """Train an amortized model on random crops; checkpoints and resume in OUT."""
-    import time
-
+    """Train an amortized model on random crops; checkpoints, resume, model-best.pt (with
+    validation) and recipe.json in OUT."""
+    cli_options = dict(locals())  # the parameters as given, first thing: recipe.json records them
     import torch
 
-    from coolchic.amortized.training import FINAL, TrainOptions, image_files
+    from coolchic.amortized.schedule import LrSchedule
+    from coolchic.amortized.training import (
+        BEST,
+        FINAL,
+        RECIPE,
+        TrainOptions,
+        image_files,
+        parameter_count,
+    )
     from coolchic.amortized.training import train as train_model
+    from coolchic.evaluate.provenance import command_line
 
     if threads < 1:
         raise ValueError("--threads must be >= 1")
     torch.set_num_threads(threads)
-    options = TrainOptions(steps=steps, lmbda=lmbda, batch=batch, crop=crop, lr=lr,
-                           checkpoint_every=checkpoint_every, seed=seed)
+    options = TrainOptions(
+        steps=steps, lmbda=lmbda, batch=batch, crop=crop, lr=lr, checkpoint_every=checkpoint_every,
+        seed=seed, device=device, val_fraction=val_fraction, val_every=val_every, val_crops=val_crops,
+        schedule=LrSchedule(kind=schedule, warmup=warmup, final_fraction=lr_final, every=decay_every,
+                            factor=decay_factor))
     out = out or Path("runs") / model
     _found(image_files(data), data)
-    with _progress(f"training {model}") as bar:
+    if log is not None:
+        if not log.exists():
+            log.write_text(_LOG_HEADER)
+        elif log.read_text().partition("\n")[0] + "\n" != _LOG_HEADER:
+            raise ValueError(f"{log} has other columns than this version's log; give another --log")
+    command = {"argv": command_line(), "options": cli_options}
+    with _progress(f"training {model} ({config})") as bar:
         task = bar.add_task("train", total=steps, stats="")
-
         window: list = []
-        start = time.perf_counter()
-        if log is not None and not log.exists():
-            log.write_text("step\tstage\tloss\tpsnr_db\tbpp\tseconds\n")
+        last_val = ""
+
+        def line(p, split: str, loss: float, psnr_db: float, bpp: float) -> str:
+            return (f"{p.step}\t{p.stage}\t{loss:.6g}\t{psnr_db:.3f}\t{bpp:.4f}\t{p.seconds:.1f}\t"
+                    f"{split}\t{p.lr:.6g}\n")
 
         def on_step(p) -> None:
-            bar.update(task, completed=p.step, stats=f"stage {p.stage}  loss {p.loss:.4g}  "
-                       f"{p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp")
+            nonlocal last_val
             window.append(p)
-            if log is not None and (p.step % 100 == 0 or p.step == p.total):
+            lines = []
+            if p.step % _LOG_EVERY == 0 or p.step == p.total:
                 n = len(window)
-                with log.open("a") as f:
-                    f.write(f"{p.step}\t{p.stage}\t{sum(q.loss for q in window) / n:.6g}\t"
-                            f"{sum(q.psnr_db for q in window) / n:.3f}\t"
-                            f"{sum(q.bpp for q in window) / n:.4f}\t{time.perf_counter() - start:.1f}\n")
+                lines.append(line(p, "train", sum(q.loss for q in window) / n,
+                                  sum(q.psnr_db for q in window) / n, sum(q.bpp for q in window) / n))
                 window.clear()
+            if p.validation is not None:
+                v = p.validation
+                last_val = f"  val {v.psnr_db:.2f} dB ~{v.bpp:.3f} bpp"
+                lines.append(line(p, "val", v.loss, v.psnr_db, v.bpp))
+            bar.update(task, completed=p.step, stats=f"stage {p.stage}  lr {p.lr:.3g}  loss {p.loss:.4g}  "
+                       f"{p.psnr_db:.2f} dB  ~{p.bpp:.3f} bpp{last_val}")
+            if log is not None and lines:
+                with log.open("a") as f:
+                    f.writelines(lines)
 
-        train_model(model, data, out, options, resume=resume, callback=on_step)
-    Console().print(f"[bold green]{out / FINAL}[/]: {model} trained for {steps} steps "
-                    f"(checkpoint in {out})", highlight=False)
+        trained = train_model(model, data, out, options, config_name=config, val_data=val_data,
+                              resume=resume, callback=on_step, command=command)
+    best = f", lowest validation loss in {out / BEST}" if val_data or val_fraction else ""
+    Console().print(f"[bold green]{out / FINAL}[/]: {model} ({config}, {parameter_count(trained):,} "
+                    f"parameters) trained for {steps} steps on {device} (checkpoint{best}; recipe in "
+                    f"{out / RECIPE})", highlight=False)
