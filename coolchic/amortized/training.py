@@ -267,43 +267,46 @@ def train(name: str, data: str | os.PathLike | Sequence[str | os.PathLike], out:
 
     write_recipe()
     in_step, rng_before = False, rng.bit_generator.state
-    try:
-        while step < options.steps:
-            in_step, rng_before = True, rng.bit_generator.state
-            stage = stage_at(module.STAGES, step, options.steps)
-            for attr, value in module.STAGES[stage][1].items():
-                setattr(model, attr, value)
-            x = random_crops(files, rng, batch=options.batch, crop=options.crop).to(device)
-            lr = lr_at(options.schedule, lr=options.lr, step=step, total=options.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad()
-            terms = batch_terms(model, x, lmbda=options.lmbda)
-            terms.loss.backward()
-            optimizer.step()
-            step += 1
-            in_step = False
-            validation = None
-            if val_crops is not None and (step % options.val_every == 0 or step == options.steps):
-                validation = last_validation = validate(model, val_crops, lmbda=options.lmbda,
-                                                        batch=options.batch, step=step)
-                if validation.loss < best_loss:
-                    best_loss = validation.loss
-                    _save(out / BEST, {**payload(final=True), "val_loss": best_loss, "step": step})
-            if step % options.checkpoint_every == 0 or step == options.steps:
-                _save(checkpoint, payload(final=False))
-                write_recipe()
-            if callback is not None:
-                m = float(terms.mse.detach())
-                callback(TrainProgress(step, options.steps, stage, float(terms.loss.detach()),
-                                       -10 * math.log10(max(m, 1e-12)), float(terms.bpp.detach()),
-                                       lr, seconds(), validation))
-    except KeyboardInterrupt:
-        if in_step:  # the weights are those of `step` steps: sample that step's crops again
-            rng.bit_generator.state = rng_before
-        _save(checkpoint, payload(final=False))
-        write_recipe()
-        raise
+    # cuDNN may otherwise pick kernels that sum in a varying order: resume would not be exact
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
+                                    deterministic=True):
+        try:
+            while step < options.steps:
+                in_step, rng_before = True, rng.bit_generator.state
+                stage = stage_at(module.STAGES, step, options.steps)
+                for attr, value in module.STAGES[stage][1].items():
+                    setattr(model, attr, value)
+                x = random_crops(files, rng, batch=options.batch, crop=options.crop).to(device)
+                lr = lr_at(options.schedule, lr=options.lr, step=step, total=options.steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad()
+                terms = batch_terms(model, x, lmbda=options.lmbda)
+                terms.loss.backward()
+                optimizer.step()
+                step += 1
+                in_step = False
+                validation = None
+                if val_crops is not None and (step % options.val_every == 0 or step == options.steps):
+                    validation = last_validation = validate(model, val_crops, lmbda=options.lmbda,
+                                                            batch=options.batch, step=step)
+                    if validation.loss < best_loss:
+                        best_loss = validation.loss
+                        _save(out / BEST, {**payload(final=True), "val_loss": best_loss, "step": step})
+                if step % options.checkpoint_every == 0 or step == options.steps:
+                    _save(checkpoint, payload(final=False))
+                    write_recipe()
+                if callback is not None:
+                    m = float(terms.mse.detach())
+                    callback(TrainProgress(step, options.steps, stage, float(terms.loss.detach()),
+                                           -10 * math.log10(max(m, 1e-12)), float(terms.bpp.detach()),
+                                           lr, seconds(), validation))
+        except KeyboardInterrupt:
+            if in_step:  # the weights are those of `step` steps: sample that step's crops again
+                rng.bit_generator.state = rng_before
+            _save(checkpoint, payload(final=False))
+            write_recipe()
+            raise
     _save(out / FINAL, payload(final=True))
     write_recipe()
     return model
