@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from coolchic.io import atomic_write_bytes
+from coolchic.presets import stable_repr
 
 FORMAT = 1  # version of the saved dictionary's layout
 DEFAULT_EVERY_S = 60.0  # seconds of training between two saves
@@ -39,7 +40,7 @@ def identity(*, image: torch.Tensor, lmbda: float, config: object, preset: objec
         "image": hashlib.sha256(pixels).hexdigest() + f" {tuple(image.shape)}",
         "lmbda": repr(float(lmbda)),
         "config": repr(config),
-        "preset": repr(preset),
+        "preset": stable_repr(preset),
         "seed": str(seed),
         "device": device,
         "kernels": kernels,

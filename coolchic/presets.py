@@ -8,6 +8,15 @@ from dataclasses import dataclass, replace
 
 from coolchic.quant import QuantizerKind
 
+NOISE_KINDS: tuple[str, ...] = ("kumaraswamy", "gaussian")
+
+
+def stable_repr(value: object) -> str:
+    """repr(value) with the Phase fields added after coolchic 0.5 left out where they hold
+    their default, so that what identifies a recipe (a run's fingerprint, an encode's saved
+    state) stays as it was for recipes that do not use them."""
+    return repr(value).replace(", noise='kumaraswamy')", ")")
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -18,7 +27,14 @@ class Phase:
     eval_every: int = 100  # iterations between evaluations of the true (rounded) RD cost
     latent_lr: float | None = None  # peak learning rate of the latents (None: lr)
     temperature: tuple[float, float] = (0.3, 0.1)  # softround temperature, start -> end (linear)
-    noise_shape: tuple[float, float] = (2.0, 1.0)  # softround Kumaraswamy shape a, start -> end
+    noise_shape: tuple[float, float] = (2.0, 1.0)  # softround noise parameter, start -> end: the
+    # Kumaraswamy shape a (>= 1) or the Gaussian standard deviation (> 0), as `noise` says
+    noise: str = "kumaraswamy"  # softround's noise: "kumaraswamy" (C3) or "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f"unknown softround noise {self.noise!r}; choose one of: "
+                             f"{', '.join(NOISE_KINDS)}")
 
 
 @dataclass(frozen=True)

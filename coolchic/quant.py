@@ -19,7 +19,7 @@ from coolchic.decoder.dispatch import synthesize
 from coolchic.entropy.fixedpoint import LATENT_MAX, WEIGHT_MAX, IntegerArm, QLayer
 from coolchic.entropy.latents import latent_bits, make_schedule
 from coolchic.model.coolchic import CoolChic
-from coolchic.model.softround import soft_round_noise
+from coolchic.model.softround import soft_round_gaussian, soft_round_noise
 from coolchic.payload import NetworkWeights, priors_for, taps_from_sent, weights_bits
 
 QuantizerKind = Literal["noise", "softround", "ste", "round"]
@@ -49,20 +49,27 @@ def kumaraswamy_noise(like: torch.Tensor, a: float) -> torch.Tensor:
     return (1.0 - (1.0 - u) ** (1.0 / b)) ** (1.0 / a) - 0.5
 
 
-def make_quantizer(kind: QuantizerKind, *, temperature: float = 0.3,
-                   noise_shape: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_quantizer(kind: QuantizerKind, *, temperature: float = 0.3, noise_shape: float = 1.0,
+                   noise: str = "kumaraswamy") -> Callable[[torch.Tensor], torch.Tensor]:
     """Latent quantization proxy for training, or plain rounding for evaluation.
 
     - "noise": additive uniform noise (Balle et al., ICLR 2017).
     - "softround": soft-rounding, additive noise, soft-rounding again, y -> s_T(s_T(y) + u)
       with u Kumaraswamy noise of shape `noise_shape` (C3, Kim et al., CVPR 2024); the
-      training loop anneals the temperature and the noise shape.
+      training loop anneals the temperature and the noise shape. With noise="gaussian", u is
+      Gaussian of standard deviation `noise_shape` instead (Cool-chic's later recipes).
     - "ste": straight-through rounding (forward rounds, backward is the identity).
     - "round": plain rounding (evaluation).
     """
     if kind == "noise":
         return lambda y: y + (torch.rand_like(y) - 0.5)
     if kind == "softround":
+        if noise == "gaussian":
+            if temperature <= 0 or noise_shape <= 0:
+                raise ValueError("softround needs temperature > 0 and a Gaussian std > 0")
+            return lambda y: soft_round_gaussian(y, temperature, noise_shape)
+        if noise != "kumaraswamy":
+            raise ValueError(f"unknown softround noise {noise!r}; choose kumaraswamy or gaussian")
         if temperature <= 0 or noise_shape < 1:
             raise ValueError("softround needs temperature > 0 and noise_shape >= 1")
         shape = (noise_shape, kumaraswamy_b(noise_shape))  # fused: the same function, ~2.5x faster

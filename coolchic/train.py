@@ -50,7 +50,8 @@ def lr_factor(phase: Phase, step: int) -> float:
 
 
 def softround_settings(phase: Phase, step: int) -> tuple[float, float]:
-    """(temperature, Kumaraswamy noise shape a) of a softround phase at `step`, each
+    """(temperature, noise parameter) of a softround phase at `step` (the parameter is the
+    Kumaraswamy shape a or the Gaussian standard deviation, `phase.noise`), each
     interpolated linearly from its start to its end value over the phase."""
     t = step / max(1, phase.iterations - 1)
     (t0, t1), (a0, a1) = phase.temperature, phase.noise_shape
@@ -62,7 +63,7 @@ def _phase_quantizer(phase: Phase, step: int):
     if phase.quantizer != "softround":
         return make_quantizer(phase.quantizer)
     temperature, shape = softround_settings(phase, step)
-    return make_quantizer("softround", temperature=temperature, noise_shape=shape)
+    return make_quantizer("softround", temperature=temperature, noise_shape=shape, noise=phase.noise)
 
 
 def rd_loss(

@@ -31,6 +31,7 @@ import torch
 from coolchic.config import DecoderConfig
 from coolchic.model.batched import BatchedCoolChic, hash_uniform, soft_round
 from coolchic.model.coolchic import CoolChic
+from coolchic.model.softround import gaussian_from_uniform
 from coolchic.presets import Phase, Preset
 from coolchic.quant import kumaraswamy_b
 from coolchic.train import lr_factor, softround_settings
@@ -57,17 +58,27 @@ class BatchProgress:
 BatchCallback = Callable[[BatchProgress], None]
 
 
+def step_kind(phase: Phase) -> str:
+    """The `BatchTrainer.step` kind of a phase: its quantizer, "softround-gaussian" for a
+    softround phase with Gaussian noise."""
+    if phase.quantizer == "softround" and phase.noise == "gaussian":
+        return "softround-gaussian"
+    return phase.quantizer
+
+
 def schedule_rows(phase: Phase) -> list[list[float]]:
     """One row per step of the phase: [latent step size, network step size (both the
     learning rate over Adam's first bias correction), sqrt of the second bias correction,
-    softround temperature, Kumaraswamy a, b] (the last three 1.0 outside softround)."""
+    softround temperature, Kumaraswamy a, b] (the last three 1.0 outside softround; with
+    Gaussian noise, a is its standard deviation and b 1.0)."""
     latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
     rows = []
     for step in range(phase.iterations):
         f, k = lr_factor(phase, step), step + 1
         bc1, bc2 = 1.0 - BETAS[0] ** k, 1.0 - BETAS[1] ** k
         t, a = softround_settings(phase, step) if phase.quantizer == "softround" else (1.0, 1.0)
-        rows.append([latent_lr * f / bc1, phase.lr * f / bc1, math.sqrt(bc2), t, a, kumaraswamy_b(a)])
+        b = kumaraswamy_b(a) if phase.noise == "kumaraswamy" else 1.0  # gaussian: a is the std
+        rows.append([latent_lr * f / bc1, phase.lr * f / bc1, math.sqrt(bc2), t, a, b])
     return rows
 
 
@@ -114,6 +125,9 @@ class BatchTrainer:
         u = hash_uniform(self.seeds, self.counter, self.index)
         if kind == "noise":
             return y + (u - 0.5)
+        if kind == "softround-gaussian":  # row[4]: the standard deviation
+            noise = gaussian_from_uniform(u, row[4])
+            return soft_round(soft_round(y, row[3]) + noise, row[3])
         if kind != "softround":
             raise ValueError(f"unknown training quantizer {kind!r}; choose softround, noise or ste")
         temperature, a, b = row[3], row[4], row[5]
@@ -245,7 +259,7 @@ def overfit_batch(
         for index, phase in enumerate(preset.phases):
             trainer.start_phase(phase)
             for step in range(phase.iterations):
-                trainer.step(phase.quantizer)
+                trainer.step(step_kind(phase))
                 done += 1
                 last = step == phase.iterations - 1
                 if (step + 1) % phase.eval_every == 0 or last:

@@ -221,6 +221,17 @@ def test_a_run_folder_of_another_recipe_is_refused_not_mixed(tmp_path, monkeypat
     assert first != recipe_fingerprint("slow", 500, None)  # the phases scaled
     assert first != recipe_fingerprint("fast", None, None)
     assert first != recipe_fingerprint("slow", None, "best")
+    # a Phase field added later, at its default, leaves the fingerprint as it was before it
+    # existed (runs begun then still resume); another value changes it
+    assert first == "df129173b981"  # the recipe of coolchic 0.5.0 and 0.5 (format 5.0)
+    from dataclasses import replace
+
+    from coolchic import presets
+    slow = presets.get_preset("slow")
+    gaussian = replace(slow, phases=(replace(slow.phases[0], noise="gaussian"), *slow.phases[1:]))
+    monkeypatch.setitem(presets.PRESETS, "slow", gaussian)
+    assert recipe_fingerprint("slow", None, None) != first
+    monkeypatch.setitem(presets.PRESETS, "slow", slow)
     monkeypatch.setattr(config, "SYNTH_FROM", config.SYNTH_FROM * 2)  # auto's rule changed
     changed = recipe_fingerprint("slow", None, None)
     assert changed != first

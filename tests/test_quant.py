@@ -66,6 +66,49 @@ def test_phase_quantizer_anneals_temperature_from_start_to_end():
     assert torch.equal(last, make_quantizer("softround", temperature=0.1, noise_shape=1.0)(y))
 
 
+def test_gaussian_softround_noise_has_its_std_and_ends_nearer_rounding_than_uniform_noise():
+    from coolchic.model.softround import gaussian_from_uniform
+
+    torch.manual_seed(0)
+    n = gaussian_from_uniform(torch.rand(400_000), 0.25)
+    assert abs(float(n.mean())) < 2e-3 and abs(float(n.std()) - 0.25) < 2e-3
+    assert float(n.abs().max()) <= 4.76 * 0.25  # the clamped draws bound it
+    y = (torch.randn(100_000) * 3).requires_grad_()
+    q = make_quantizer("softround", temperature=0.1, noise_shape=0.1, noise="gaussian")(y)
+    q.sum().backward()
+    assert y.grad is not None and bool((y.grad >= 0).all())
+    # the same value as composing soft_round with the noise drawn from the same generator state
+    torch.manual_seed(1)
+    z = y.detach()[:1000]
+    got = make_quantizer("softround", temperature=0.2, noise_shape=0.25, noise="gaussian")(z)
+    torch.manual_seed(1)
+    noise = gaussian_from_uniform(torch.rand_like(z), 0.25)
+    assert torch.allclose(got, soft_round(soft_round(z, 0.2) + noise, 0.2), atol=1e-5)
+    # at the end of the phase (T = 0.1) a Gaussian of std 0.1 keeps the proxy near the
+    # rounded latents (mean distance about 0.02), uniform noise (Kumaraswamy a = 1) about 0.12
+    with torch.no_grad():
+        gauss_gap = float((q - torch.round(y)).abs().mean())
+        uniform = make_quantizer("softround", temperature=0.1, noise_shape=1.0)(y)
+        uniform_gap = float((uniform - torch.round(y)).abs().mean())
+    assert gauss_gap < 0.04 and uniform_gap > 0.09
+
+
+def test_a_gaussian_phase_anneals_its_std_and_names_its_noise():
+    phase = Phase(11, 1e-2, "softround", temperature=(0.3, 0.1), noise_shape=(0.25, 0.1),
+                  noise="gaussian")
+    y = torch.linspace(-3, 3, 64)
+    for step, (t, std) in ((0, (0.3, 0.25)), (10, (0.1, 0.1))):
+        torch.manual_seed(0)
+        got = _phase_quantizer(phase, step)(y)
+        torch.manual_seed(0)
+        assert torch.equal(got, make_quantizer("softround", temperature=t, noise_shape=std,
+                                               noise="gaussian")(y))
+    with pytest.raises(ValueError, match="kumaraswamy, gaussian"):
+        Phase(11, 1e-2, "softround", noise="laplace")
+    with pytest.raises(ValueError, match="std"):
+        make_quantizer("softround", temperature=0.1, noise_shape=0.0, noise="gaussian")
+
+
 def test_bad_softround_settings_are_refused():
     with pytest.raises(ValueError, match="temperature"):
         make_quantizer("softround", temperature=0.0)

@@ -143,8 +143,8 @@ def test_a_resumed_encode_reports_the_time_of_its_earlier_runs_too(tmp_path, mon
 
     real = ckpt.Checkpointer.save
 
-    def slow_save(self, state):  # each save of the first run: 0.2 s more of "training"
-        clock.sleep(0.2)
+    def slow_save(self, state):  # each save of the first run: 0.3 s more of "training"
+        clock.sleep(0.3)
         return real(self, state)
 
     monkeypatch.setattr(ckpt.Checkpointer, "save", slow_save)
@@ -152,10 +152,12 @@ def test_a_resumed_encode_reports_the_time_of_its_earlier_runs_too(tmp_path, mon
         encode(synthetic_image(), lmbda=LMBDA, preset=RECIPE, seed=3, arch="default",
                resume=tmp_path / "p", callback=_stop_at(10))
     first_run = ckpt.saved_seconds(tmp_path / "p.default")
-    assert first_run >= 0.2 * 9  # the 9 saves before the 10th
+    assert first_run >= 0.3 * 9  # the 9 saves before the 10th
     monkeypatch.setattr(ckpt.Checkpointer, "save", real)
     start = clock.perf_counter()
     again = encode(synthetic_image(), lmbda=LMBDA, preset=RECIPE, seed=3, arch="default",
                    resume=tmp_path / "p")
     this_run = clock.perf_counter() - start
-    assert this_run + first_run * 0.9 <= again.report.encode_seconds <= this_run + first_run * 1.1
+    # the encoder's clock starts after some set-up that `this_run` includes: 0.5 s of slack
+    # for it on a loaded machine, still far below the 2.7 s of the first run it must count
+    assert this_run + first_run * 0.9 - 0.5 <= again.report.encode_seconds <= this_run + first_run * 1.1

@@ -32,7 +32,8 @@ SEEDS = [0, 1, 2, 3]
 
 
 def _batched(images, lmbdas, seeds, **kw):
-    return encode_batch(images, lmbda=lmbdas, seed=seeds, preset="fast", iterations=40, **kw)
+    kw.setdefault("preset", "fast")
+    return encode_batch(images, lmbda=lmbdas, seed=seeds, iterations=40, **kw)
 
 
 @pytest.fixture(scope="module", params=["auto", "default"])
@@ -54,6 +55,20 @@ def test_an_encode_gives_the_same_bytes_at_any_batch_cap_and_position():
     capped = _batched(IMAGES[::-1], LMBDAS[::-1], SEEDS[::-1], arch="default", batch=2)
     whole = _batched(IMAGES, LMBDAS, SEEDS, arch="default")
     assert [r.data for r in capped[::-1]] == [r.data for r in whole]
+
+
+def test_gaussian_softround_noise_trains_in_batches_independently_of_the_batch():
+    from dataclasses import replace
+
+    fast = get_preset("fast")
+    gaussian = replace(fast, name="fast-gauss", phases=(
+        replace(fast.phases[0], noise="gaussian", noise_shape=(0.25, 0.1)), *fast.phases[1:]))
+    many = _batched(IMAGES[:3], LMBDAS[:3], SEEDS[:3], arch="default", preset=gaussian)
+    alone = [_batched([im], [lm], [s], arch="default", preset=gaussian)[0]
+             for im, lm, s in zip(IMAGES[:3], LMBDAS[:3], SEEDS[:3])]
+    assert [r.data for r in many] == [r.data for r in alone]
+    kumaraswamy = _batched(IMAGES[:1], LMBDAS[:1], SEEDS[:1], arch="default")
+    assert kumaraswamy[0].data != alone[0].data  # the noise is not ignored
 
 
 def test_batched_bitstreams_decode_to_the_encoders_reconstruction(together):

@@ -126,12 +126,12 @@ def recipe_fingerprint(preset: str, iterations: int | None, arch: str | None) ->
     import hashlib
 
     from coolchic import config
-    from coolchic.presets import get_preset
+    from coolchic.presets import get_preset, stable_repr
 
     recipe = get_preset(preset)
     if iterations is not None:
         recipe = recipe.scaled_to(iterations)
     rules = (config.SMALL_FROM, config.SMALL_ARCH, config.SYNTH_FROM, config.SYNTH_ARCH,
              config.BEST_ALSO, config.RACE_ALSO, config.RACE_FRACTION, config.DEFAULT_ARCH)
-    text = repr((recipe, arch, sorted(config.ARCHS.items()), rules))
+    text = stable_repr((recipe, arch, sorted(config.ARCHS.items()), rules))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

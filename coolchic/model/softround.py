@@ -27,11 +27,22 @@ def _soft_round_and_slope(x: torch.Tensor, temperature: float) -> tuple[torch.Te
     return centre.add_(t, alpha=k), slope
 
 
+def gaussian_from_uniform(u: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+    """Gaussian noise of standard deviation `std` from uniform draws u on (0, 1), by the
+    inverse CDF std sqrt(2) erfinv(2u - 1) (u clamped to [1e-6, 1 - 1e-6], so |noise| <=
+    4.75 std); consumes u."""
+    return u.clamp_(1e-6, 1.0 - 1e-6).mul_(2.0).sub_(1.0).erfinv_().mul_(std * math.sqrt(2.0))
+
+
 def _torch_forward(y: torch.Tensor, u: torch.Tensor, temperature: float,
-                   shape: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = shape
-    noise = u.clamp_(1e-6, 1.0 - 1e-6).neg_().add_(1.0).pow_(1.0 / b).neg_().add_(1.0)
-    noise = noise.pow_(1.0 / a).sub_(0.5)  # Kumaraswamy(a, b) - 1/2 by the inverse CDF
+                   shape: tuple[float, float] | None, std: float | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    if std is not None:
+        noise = gaussian_from_uniform(u, std)
+    else:
+        a, b = shape
+        noise = u.clamp_(1e-6, 1.0 - 1e-6).neg_().add_(1.0).pow_(1.0 / b).neg_().add_(1.0)
+        noise = noise.pow_(1.0 / a).sub_(0.5)  # Kumaraswamy(a, b) - 1/2 by the inverse CDF
     s, slope = _soft_round_and_slope(y, temperature)
     q, slope2 = _soft_round_and_slope(s.add_(noise), temperature)
     return q, slope.mul_(slope2)
@@ -39,10 +50,13 @@ def _torch_forward(y: torch.Tensor, u: torch.Tensor, temperature: float,
 
 class _SoftRoundNoise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y: torch.Tensor, temperature: float, a: float, b: float) -> torch.Tensor:
+    def forward(ctx, y: torch.Tensor, temperature: float, a: float, b: float,
+                std: float | None = None) -> torch.Tensor:
         u = torch.rand_like(y)
         lib = native.library()
-        if lib is not None and lib.supports(y):
+        if std is not None:  # Gaussian noise: no native kernel (yet)
+            q, slope = _torch_forward(y.detach(), u, temperature, None, std)
+        elif lib is not None and lib.supports(y):
             y = y.contiguous()
             q, slope = torch.empty_like(y), torch.empty_like(y)
             lib.soft_round_noise(y, u, temperature, (a, b), q, slope)
@@ -54,7 +68,7 @@ class _SoftRoundNoise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (slope,) = ctx.saved_tensors
-        return grad * slope, None, None, None
+        return grad * slope, None, None, None, None
 
 
 def soft_round_noise(y: torch.Tensor, temperature: float, shape: tuple[float, float]) -> torch.Tensor:
@@ -62,3 +76,9 @@ def soft_round_noise(y: torch.Tensor, temperature: float, shape: tuple[float, fl
     values and gradient as composing ``quant.soft_round`` and ``quant.kumaraswamy_noise``.
     Uses the native kernel for CPU float tensors when it is available."""
     return _SoftRoundNoise.apply(y, temperature, *shape)
+
+
+def soft_round_gaussian(y: torch.Tensor, temperature: float, std: float) -> torch.Tensor:
+    """s_T(s_T(y) + n) with n Gaussian of standard deviation `std` (drawn from
+    ``torch.rand_like`` by `gaussian_from_uniform`), its gradient computed in the same pass."""
+    return _SoftRoundNoise.apply(y, temperature, 1.0, 1.0, std)

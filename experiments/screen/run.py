@@ -46,13 +46,22 @@ TRACE_EVERY = 100  # iterations between points of the J-against-time trace
 LEARNED = UpsamplingConfig(learned=True)
 
 
-def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = None) -> Preset:
-    """Preset `base` with its first phase's learning rates changed."""
+def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = None,
+            gaussian: tuple[float, float] | None = None,
+            temperature: tuple[float, float] | None = None) -> Preset:
+    """Preset `base` with its first phase's learning rates changed, or its softround noise
+    made Gaussian of standard deviation `gaussian` (start, end), or its temperature."""
     preset = get_preset(base)
     first = preset.phases[0]
     first = replace(first, latent_lr=first.latent_lr if latent_lr is None else latent_lr,
                     lr=first.lr if lr is None else lr)
     name = f"{base}-lat{first.latent_lr:g}-net{first.lr:g}"
+    if gaussian is not None:
+        first = replace(first, noise="gaussian", noise_shape=gaussian)
+        name += f"-gauss{gaussian[0]:g}-{gaussian[1]:g}"
+    if temperature is not None:
+        first = replace(first, temperature=temperature)
+        name += f"-t{temperature[0]:g}-{temperature[1]:g}"
     return replace(preset, name=name, phases=(first, *preset.phases[1:]))
 
 
@@ -76,6 +85,14 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "slow-synth-learned": (replace(get_arch("synth"), upsampling=LEARNED), "slow"),
         "slow-synth-learned-lat0.1": (replace(get_arch("synth"), upsampling=LEARNED),
                                       _recipe("slow", latent_lr=0.1)),
+        # Cool-chic's later recipe (its c3x preset): Gaussian noise of std 0.25 -> 0.1 in the
+        # softround phase instead of Kumaraswamy a = 2 -> 1; "cc" also takes its temperature
+        # 0.3 -> 0.1 and its learning rates (1e-2 for everything, latents scaled by 16, so
+        # 0.16 for ours)
+        "slow-gauss": (learned, _recipe("slow", gaussian=(0.25, 0.1))),
+        "slow-cc": (learned, _recipe("slow", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
+                                     latent_lr=0.16, lr=1e-2)),
+        "gauss": (learned, _recipe("fast", gaussian=(0.25, 0.1))),
     }
 
 
