@@ -124,6 +124,19 @@ def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_nois
         (q_ref, g_ref), (q_new, g_new) = outs
         assert torch.allclose(q_new, q_ref, rtol=0, atol=tol * 8)
         assert torch.allclose(g_new, g_ref, rtol=tol * 10, atol=tol * 10)
+    for t, std in ((0.3, 0.25), (0.1, 0.1)):  # Gaussian noise (a phase's noise="gaussian")
+        definition = lambda y, t=t, std=std: soft_round(soft_round(y, t) + torch.randn_like(y) * std, t)  # noqa: E731
+        outs = []
+        for fn in (definition, make_quantizer("softround", temperature=t, noise_shape=std,
+                                              noise="gaussian")):
+            y = y0.clone().requires_grad_()
+            torch.manual_seed(7)
+            q = fn(y)
+            (grad,) = torch.autograd.grad((q * weights).sum(), y)
+            outs.append((q.detach(), grad))
+        (q_ref, g_ref), (q_new, g_new) = outs
+        assert torch.allclose(q_new, q_ref, rtol=0, atol=tol * 8)
+        assert torch.allclose(g_new, g_ref, rtol=tol * 10, atol=tol * 10)
 
 
 @pytest.mark.parametrize("size", [(37, 53, 7), (64, 64, 7), (20, 71, 3), (5, 3, 2), (1, 1, 3), (2, 9, 4)])

@@ -70,7 +70,7 @@ def test_gaussian_softround_noise_has_its_std_and_ends_nearer_rounding_than_unif
     from coolchic.model.softround import gaussian_from_uniform
 
     torch.manual_seed(0)
-    n = gaussian_from_uniform(torch.rand(400_000), 0.25)
+    n = gaussian_from_uniform(torch.rand(400_000), 0.25)  # the batched trainer's draws
     assert abs(float(n.mean())) < 2e-3 and abs(float(n.std()) - 0.25) < 2e-3
     assert float(n.abs().max()) <= 4.76 * 0.25  # the clamped draws bound it
     y = (torch.randn(100_000) * 3).requires_grad_()
@@ -82,7 +82,7 @@ def test_gaussian_softround_noise_has_its_std_and_ends_nearer_rounding_than_unif
     z = y.detach()[:1000]
     got = make_quantizer("softround", temperature=0.2, noise_shape=0.25, noise="gaussian")(z)
     torch.manual_seed(1)
-    noise = gaussian_from_uniform(torch.rand_like(z), 0.25)
+    noise = torch.randn_like(z) * 0.25
     assert torch.allclose(got, soft_round(soft_round(z, 0.2) + noise, 0.2), atol=1e-5)
     # at the end of the phase (T = 0.1) a Gaussian of std 0.1 keeps the proxy near the
     # rounded latents (mean distance about 0.02), uniform noise (Kumaraswamy a = 1) about 0.12

@@ -136,7 +136,8 @@ class Library:
     def soft_round_noise(self, y: torch.Tensor, u: torch.Tensor, temperature: float,
                          shape: tuple[float, float], q: torch.Tensor, dq: torch.Tensor) -> None:
         """q = soft-rounded (soft-rounded y plus Kumaraswamy noise of shape (a, b) drawn by
-        inverting the CDF at the uniform u), and dq/dy; see ``coolchic.quant``."""
+        inverting the CDF at the uniform u), and dq/dy; see ``coolchic.quant``. With a == 0,
+        u is the noise itself (Gaussian noise drawn by the caller)."""
         self._fn("soft_round_noise", y.dtype)(_ptr(y), _ptr(u), y.numel(), temperature, *shape,
                                               _ptr(q), _ptr(dq), kernel_threads())
 

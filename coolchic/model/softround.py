@@ -30,15 +30,15 @@ def _soft_round_and_slope(x: torch.Tensor, temperature: float) -> tuple[torch.Te
 def gaussian_from_uniform(u: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
     """Gaussian noise of standard deviation `std` from uniform draws u on (0, 1), by the
     inverse CDF std sqrt(2) erfinv(2u - 1) (u clamped to [1e-6, 1 - 1e-6], so |noise| <=
-    4.75 std); consumes u."""
+    4.75 std); consumes u. Batched training draws its noise so, from hashed uniforms."""
     return u.clamp_(1e-6, 1.0 - 1e-6).mul_(2.0).sub_(1.0).erfinv_().mul_(std * math.sqrt(2.0))
 
 
 def _torch_forward(y: torch.Tensor, u: torch.Tensor, temperature: float,
-                   shape: tuple[float, float] | None, std: float | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    if std is not None:
-        noise = gaussian_from_uniform(u, std)
+                   shape: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`soft_round_noise`'s values and slope in torch; shape None: u is the noise itself."""
+    if shape is None:
+        noise = u
     else:
         a, b = shape
         noise = u.clamp_(1e-6, 1.0 - 1e-6).neg_().add_(1.0).pow_(1.0 / b).neg_().add_(1.0)
@@ -52,16 +52,17 @@ class _SoftRoundNoise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, temperature: float, a: float, b: float,
                 std: float | None = None) -> torch.Tensor:
-        u = torch.rand_like(y)
+        if std is None:
+            u, shape = torch.rand_like(y), (a, b)
+        else:  # Gaussian noise, drawn here and passed to the kernel as it is (its a = 0)
+            u, shape = torch.randn_like(y).mul_(std), None
         lib = native.library()
-        if std is not None:  # Gaussian noise: no native kernel (yet)
-            q, slope = _torch_forward(y.detach(), u, temperature, None, std)
-        elif lib is not None and lib.supports(y):
+        if lib is not None and lib.supports(y):
             y = y.contiguous()
             q, slope = torch.empty_like(y), torch.empty_like(y)
-            lib.soft_round_noise(y, u, temperature, (a, b), q, slope)
+            lib.soft_round_noise(y, u, temperature, (0.0, 1.0) if shape is None else shape, q, slope)
         else:
-            q, slope = _torch_forward(y.detach(), u, temperature, (a, b))
+            q, slope = _torch_forward(y.detach(), u, temperature, shape)
         ctx.save_for_backward(slope)
         return q
 
@@ -79,6 +80,6 @@ def soft_round_noise(y: torch.Tensor, temperature: float, shape: tuple[float, fl
 
 
 def soft_round_gaussian(y: torch.Tensor, temperature: float, std: float) -> torch.Tensor:
-    """s_T(s_T(y) + n) with n Gaussian of standard deviation `std` (drawn from
-    ``torch.rand_like`` by `gaussian_from_uniform`), its gradient computed in the same pass."""
+    """s_T(s_T(y) + n) with n Gaussian of standard deviation `std` (``torch.randn_like``
+    times std), its gradient computed in the same pass; the native kernel when available."""
     return _SoftRoundNoise.apply(y, temperature, 1.0, 1.0, std)
