@@ -93,6 +93,11 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "slow-cc": (learned, _recipe("slow", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
                                      latent_lr=0.16, lr=1e-2)),
         "gauss": (learned, _recipe("fast", gaussian=(0.25, 0.1))),
+        "cc": (learned, _recipe("fast", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
+                                latent_lr=0.16, lr=1e-2)),
+        "slow-synth-cc": (replace(get_arch("synth"), upsampling=LEARNED),
+                          _recipe("slow", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
+                                  latent_lr=0.16, lr=1e-2)),
     }
 
 
@@ -178,7 +183,7 @@ def report_against_protocol(rows: Path, protocol: Path) -> None:
     """Each row beside the paper-grade protocol's row of the same (image, lambda): the
     control is the product's own encode (coolchic-slow, --arch auto) of that run folder."""
     controls = {}
-    for path in (protocol / "rows").glob("*/*.json"):
+    for path in (protocol / "rows").glob("coolchic-*/*.json"):  # not the anchors
         r = json.loads(path.read_text())
         controls[(r["image"], float(r["lmbda"]))] = r
     print("| variant | image | lambda | control: bpp / dB | variant: bpp / dB | J / control | encode (min) |")
