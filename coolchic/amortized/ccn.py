@@ -179,15 +179,15 @@ STAGES: tuple[tuple[float, dict], ...] = ((1.0, {}),)
 
 
 # Named sizes (`coolchic amortized train ccn --config NAME`): overrides of `CcnConfig`.
-# "small" is the defaults, the size of the shipped ccn-q50 weights. "paper" is NOT the
-# paper's network: Li et al. (TIP 2020) put three CCNs (the parameters of a discretized
+# "small" is the defaults, the size of the shipped ccn-q50 weights. "large" (not "paper":
+# it is not the paper's network): Li et al. (TIP 2020) put three CCNs (the parameters of a discretized
 # Gaussian mixture) on transforms of their own, neither of which is implemented here. It widens
 # what this model has to the scale of the other two papers' (32 code channels, 128
 # features, like Mentzer et al.'s), with 16 levels and two hidden CCN layers of 8 features
 # per code; these numbers are ours.
 CONFIGS: dict[str, dict] = {
     "small": {},
-    "paper": {"code_channels": 32, "levels": 16, "features": 128, "context_hidden": (8, 8)},
+    "large": {"code_channels": 32, "levels": 16, "features": 128, "context_hidden": (8, 8)},
 }
 
 

@@ -301,8 +301,9 @@ def train(
     lmbda: Annotated[float, typer.Option("--lmbda", "-l", help="Rate weight; larger: smaller.")] = 1e-3,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [runs/MODEL].")] = None,
     config: Annotated[str, typer.Option(
-        "--config", help="Named model size: small (the shipped weights' size) or paper "
-        "(the paper's, as far as the model supports it); 'amortized list --configs' lists them.")] = "small",
+        "--config", help="Named model size: small (the shipped weights' size), paper (cwic, cpm: "
+        "the paper's, as far as the model supports it) or large (ccn); 'amortized list --configs' "
+        "lists them.")] = "small",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch: Annotated[int, typer.Option(help="Crops per step.")] = 4,
     crop: Annotated[int, typer.Option(help="Crop side in pixels (multiple of 8).")] = 64,
