@@ -112,23 +112,19 @@ def test_the_fused_soft_round_quantizer_equals_its_definition_with_the_same_nois
     y0[0, 0, :5] = torch.tensor([0.5, -0.5, 2.0, -3.0, 1.4999])  # rounding boundaries
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     weights = torch.linspace(-1, 1, y0.numel(), dtype=dtype).view(y0.shape)
-    for t, a in ((0.3, 1.5), (0.1, 1.0), (0.8, 3.0)):
-        definition = lambda y, t=t, a=a: soft_round(soft_round(y, t) + kumaraswamy_noise(y, a), t)  # noqa: E731
+
+    def noise(kind, p):  # the definition's noise, drawn as the fused quantizer draws it
+        if kind == "kumaraswamy":
+            return lambda y: kumaraswamy_noise(y, p)
+        return lambda y: torch.randn_like(y) * p
+
+    cases = [("kumaraswamy", t, a) for t, a in ((0.3, 1.5), (0.1, 1.0), (0.8, 3.0))]
+    cases += [("gaussian", t, std) for t, std in ((0.3, 0.25), (0.1, 0.1))]  # a phase's noise="gaussian"
+    for kind, t, p in cases:
+        draw = noise(kind, p)
+        definition = lambda y, t=t, draw=draw: soft_round(soft_round(y, t) + draw(y), t)  # noqa: E731
         outs = []
-        for fn in (definition, make_quantizer("softround", temperature=t, noise_shape=a)):
-            y = y0.clone().requires_grad_()
-            torch.manual_seed(7)
-            q = fn(y)
-            (grad,) = torch.autograd.grad((q * weights).sum(), y)
-            outs.append((q.detach(), grad))
-        (q_ref, g_ref), (q_new, g_new) = outs
-        assert torch.allclose(q_new, q_ref, rtol=0, atol=tol * 8)
-        assert torch.allclose(g_new, g_ref, rtol=tol * 10, atol=tol * 10)
-    for t, std in ((0.3, 0.25), (0.1, 0.1)):  # Gaussian noise (a phase's noise="gaussian")
-        definition = lambda y, t=t, std=std: soft_round(soft_round(y, t) + torch.randn_like(y) * std, t)  # noqa: E731
-        outs = []
-        for fn in (definition, make_quantizer("softround", temperature=t, noise_shape=std,
-                                              noise="gaussian")):
+        for fn in (definition, make_quantizer("softround", temperature=t, noise_shape=p, noise=kind)):
             y = y0.clone().requires_grad_()
             torch.manual_seed(7)
             q = fn(y)
