@@ -24,6 +24,7 @@ device, so every file loads on a machine without a GPU.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from coolchic.amortized import checkpoints, registry
 from coolchic.amortized.data import fixed_crops, image_files, random_crops, split_files
 from coolchic.amortized.objective import Validation, batch_terms, validate
 from coolchic.amortized.schedule import LrSchedule, lr_at
+from coolchic.decoder.dispatch import check_device
 from coolchic.io import atomic_write_bytes
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "RECIPE", "TrainOptions", "TrainProgress", "image_files",
@@ -112,9 +114,9 @@ def stage_at(stages, step: int, total: int) -> int:
 
 
 def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: str | os.PathLike):
@@ -129,10 +131,7 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def _check_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() "
-                         "is False); use --device cpu")
-    return torch.device(device)
+    return torch.device(check_device(device))
 
 
 def _validation_files(files: list[Path], options: TrainOptions,
