@@ -1020,24 +1020,7 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
   const T k = T(0.5) / std::tanh(T(0.5) * inv_t);  // s(x) = c + k tanh((x - c) / T)
   const T dk = k * inv_t;
   const T inv_a = T(1) / shape_a, inv_b = T(1) / shape_b;
-  if (shape_a == T(0)) {
-    for (int64_t i = 0; i < size; ++i) {
-      const T c1 = std::floor(y[i]) + T(0.5);
-      const T t1 = std::tanh((y[i] - c1) * inv_t);
-      const T x = c1 + k * t1 + u[i];
-      const T c2 = std::floor(x) + T(0.5);
-      const T t2 = std::tanh((x - c2) * inv_t);
-      q[i] = c2 + k * t2;
-      dq[i] = dk * (T(1) - t1 * t1) * dk * (T(1) - t2 * t2);
-    }
-    return;
-  }
-  for (int64_t i = 0; i < size; ++i) {
-    const T uc = std::min(std::max(u[i], T(1e-6)), T(1) - T(1e-6));
-    // x^e as exp2(e log2 x), x in (0, 1]: 2.4x faster than the vectorized pow (measured);
-    // the inner value kept above 0 so that log2 stays finite under -ffast-math
-    const T inner = std::max(T(1) - std::exp2(inv_b * std::log2(T(1) - uc)), std::numeric_limits<T>::min());
-    const T noise = std::exp2(inv_a * std::log2(inner)) - T(0.5);
+  const auto round_at = [&](int64_t i, T noise) {  // q[i], dq[i] of y[i] with this noise
     const T c1 = std::floor(y[i]) + T(0.5);
     const T t1 = std::tanh((y[i] - c1) * inv_t);
     const T x = c1 + k * t1 + noise;
@@ -1045,6 +1028,17 @@ void soft_round_noise(const T* __restrict y, const T* __restrict u, int64_t size
     const T t2 = std::tanh((x - c2) * inv_t);
     q[i] = c2 + k * t2;
     dq[i] = dk * (T(1) - t1 * t1) * dk * (T(1) - t2 * t2);
+  };
+  if (shape_a == T(0)) {
+    for (int64_t i = 0; i < size; ++i) round_at(i, u[i]);
+    return;
+  }
+  for (int64_t i = 0; i < size; ++i) {
+    const T uc = std::min(std::max(u[i], T(1e-6)), T(1) - T(1e-6));
+    // x^e as exp2(e log2 x), x in (0, 1]: 2.4x faster than the vectorized pow (measured);
+    // the inner value kept above 0 so that log2 stays finite under -ffast-math
+    const T inner = std::max(T(1) - std::exp2(inv_b * std::log2(T(1) - uc)), std::numeric_limits<T>::min());
+    round_at(i, std::exp2(inv_a * std::log2(inner)) - T(0.5));
   }
 }
 
