@@ -9,13 +9,14 @@ from dataclasses import dataclass, replace
 from coolchic.quant import QuantizerKind
 
 NOISE_KINDS: tuple[str, ...] = ("kumaraswamy", "gaussian")
+OPTIMIZERS: tuple[str, ...] = ("adam", "soap")
 
 
 def stable_repr(value: object) -> str:
     """repr(value) with the Phase fields added after coolchic 0.5 left out where they hold
     their default, so that what identifies a recipe (a run's fingerprint, an encode's saved
     state) stays as it was for recipes that do not use them."""
-    return repr(value).replace(", noise='kumaraswamy')", ")")
+    return repr(value).replace(", optimizer='adam')", ")").replace(", noise='kumaraswamy')", ")")
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,14 @@ class Phase:
     noise_shape: tuple[float, float] = (2.0, 1.0)  # softround noise parameter, start -> end: the
     # Kumaraswamy shape a (>= 1) or the Gaussian standard deviation (> 0), as `noise` says
     noise: str = "kumaraswamy"  # softround's noise: "kumaraswamy" (C3) or "gaussian"
+    optimizer: str = "adam"  # "adam", or "soap" (coolchic.soap: the networks' matrices preconditioned)
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"unknown softround noise {self.noise!r}; choose one of: "
                              f"{', '.join(NOISE_KINDS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
 @dataclass(frozen=True)

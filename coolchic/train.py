@@ -22,6 +22,7 @@ from coolchic.model.coolchic import CoolChic
 from coolchic.model.fused import EAGER, Kernels, compiled_kernels, native_kernels
 from coolchic.presets import Phase, Preset
 from coolchic.quant import make_quantizer
+from coolchic.soap import Soap
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,13 @@ def training_kernels(mode: CompileMode, model: CoolChic, iterations: int, device
     except Exception as error:  # no C++ compiler, unsupported platform: train eagerly
         warnings.warn(f"torch.compile unavailable ({error}); training without it", stacklevel=3)
         return EAGER
+
+
+def make_optimizer(phase: Phase, groups: list[dict]) -> torch.optim.Optimizer:
+    """The phase's optimizer over `groups` (the latents first: they are never preconditioned)."""
+    if phase.optimizer == "soap":
+        return Soap([{**groups[0], "precondition": False}, *groups[1:]])
+    return adam(groups)
 
 
 def adam(groups: list[dict]) -> torch.optim.Adam:
@@ -284,7 +292,8 @@ def _train(model: CoolChic, run: _Run, phases: tuple[Phase, ...], *, resume: dic
         latents = list(model.latents)
         networks = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
         latent_lr = phase.lr if phase.latent_lr is None else phase.latent_lr
-        optimizer = adam([{"params": latents, "lr": latent_lr}, {"params": networks, "lr": phase.lr}])
+        optimizer = make_optimizer(phase, [{"params": latents, "lr": latent_lr},
+                                           {"params": networks, "lr": phase.lr}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, p=phase: lr_factor(p, s))
         start = 0
         if resume is not None and phase_index == first_phase:

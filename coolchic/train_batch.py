@@ -245,6 +245,8 @@ def overfit_batch(
         raise ValueError(f"{b} images need {b} lambdas and {b} seeds, got {len(lmbdas)} and {len(seeds)}")
     if preset.warmup_iterations:
         raise ValueError(f"preset {preset.name!r} has a warm-up, which batched training does not run")
+    if any(phase.optimizer != "adam" for phase in preset.phases):
+        raise ValueError(f"preset {preset.name!r} trains with SOAP, which batched training does not run")
     if report_every < 1:
         raise ValueError(f"report_every must be >= 1, got {report_every}")
     _, c, h, w = images.shape

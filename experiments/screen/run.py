@@ -48,9 +48,10 @@ LEARNED = UpsamplingConfig(learned=True)
 
 def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = None,
             gaussian: tuple[float, float] | None = None,
-            temperature: tuple[float, float] | None = None) -> Preset:
+            temperature: tuple[float, float] | None = None, optimizer: str | None = None) -> Preset:
     """Preset `base` with its first phase's learning rates changed, or its softround noise
-    made Gaussian of standard deviation `gaussian` (start, end), or its temperature."""
+    made Gaussian of standard deviation `gaussian` (start, end), or its temperature; or
+    every phase trained with `optimizer`."""
     preset = get_preset(base)
     first = preset.phases[0]
     first = replace(first, latent_lr=first.latent_lr if latent_lr is None else latent_lr,
@@ -62,12 +63,17 @@ def _recipe(base: str, *, latent_lr: float | None = None, lr: float | None = Non
     if temperature is not None:
         first = replace(first, temperature=temperature)
         name += f"-t{temperature[0]:g}-{temperature[1]:g}"
-    return replace(preset, name=name, phases=(first, *preset.phases[1:]))
+    phases = (first, *preset.phases[1:])
+    if optimizer is not None:
+        phases = tuple(replace(p, optimizer=optimizer) for p in phases)
+        name += f"-{optimizer}"
+    return replace(preset, name=name, phases=phases)
 
 
 def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
     """name -> (decoder configuration or arch name of `encode`, preset)."""
     learned = replace(get_arch("default"), upsampling=LEARNED)
+    synth = replace(get_arch("synth"), upsampling=LEARNED)
     return {
         "default": (get_arch("default"), "fast"),
         "learned": (learned, "fast"),
@@ -95,6 +101,9 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "gauss": (learned, _recipe("fast", gaussian=(0.25, 0.1))),
         "cc": (learned, _recipe("fast", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
                                 latent_lr=0.16, lr=1e-2)),
+        # SOAP (coolchic.soap) instead of Adam in every phase, as Cool-chic 5.0 trains
+        "slow-synth-soap": (synth, _recipe("slow", optimizer="soap")),
+        "synth-soap": (synth, _recipe("fast", optimizer="soap")),
         "slow-synth-cc": (replace(get_arch("synth"), upsampling=LEARNED),
                           _recipe("slow", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
                                   latent_lr=0.16, lr=1e-2)),
