@@ -309,7 +309,7 @@ def _put(encoder: SymbolEncoder, value: int, centre: int, scale: int) -> None:
 
 
 def _get(decoder: SymbolDecoder, centre: int, scale: int, limit: int, name: str) -> int:
-    value = int(decoder.decode(np.array([centre]), np.array([ZERO_MEAN_ROW + scale]))[0])
+    value = decoder.decode_one(centre, ZERO_MEAN_ROW + scale)
     if not 0 <= value <= limit:
         raise BitstreamError(f"WEIGHTS section holds an out-of-range {name} ({value})")
     return value
@@ -331,7 +331,8 @@ def _get_tensor(decoder: SymbolDecoder, shape: tuple, code: ParamCode,
                 prediction: np.ndarray | None) -> np.ndarray:
     scale = _get(decoder, code.centre, code.scale, S_MAX, "scale index")
     n, k = int(np.prod(shape)), shift_of(scale)
-    coarse = decoder.decode(np.zeros(n, np.int64), np.full(n, coarse_row(scale)))
+    # centres 0 and one valid row (scale <= S_MAX): what decode_trusted asks of its caller
+    coarse = decoder.decode_trusted(np.zeros(n, np.int64), np.full(n, coarse_row(scale))).astype(np.int64)
     if np.abs(coarse).max(initial=0) > 2 * WEIGHT_MAX:  # before shifting: no overflow
         raise BitstreamError("WEIGHTS section decodes to out-of-range weights")
     v = coarse << k

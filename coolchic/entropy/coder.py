@@ -377,6 +377,22 @@ class SymbolDecoder:
             return centers.copy()
         return self.decode_trusted(centers, rows).astype(np.int64)
 
+    def decode_one(self, center: int, row: int) -> int:
+        """`decode` of one latent given as Python integers (|center| < 2**52, exact in the
+        float64 arithmetic of `decode_trusted`), checked as plain numbers: the WEIGHTS
+        payload's single symbols (precisions, scale indices), for which the array checks
+        of `decode` cost more than the decoding.
+
+        Raises:
+            ValueError: `center` or `row` out of range.
+            EntropyError: the data cannot have come from `SymbolEncoder`.
+        """
+        if not -(1 << 52) < center < 1 << 52:
+            raise ValueError("decode_one takes centres strictly between -2**52 and 2**52")
+        if not 0 <= row < N_ROWS:
+            raise ValueError(f"rows must lie in [0, {N_ROWS}), got [{row}, {row}]")
+        return int(self.decode_trusted(np.array([center]), np.array([row]))[0])
+
     def decode_trusted(self, centers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """`decode` without checking its arguments: the latent decoder's hot loop, one call
         per wave, where the checks cost more than the decoding.
