@@ -394,3 +394,21 @@ def test_inline_escapes_and_raw_bits_share_one_stream_and_round_trip():
         SymbolDecoder(data[:-1], inline_escapes=True)
     with pytest.raises(ValueError, match="0 or 1"):
         enc.encode_bits(np.array([0, 2]))
+
+
+def test_decode_one_reads_what_decode_reads_and_checks_its_numbers():
+    rng = np.random.default_rng(5)
+    values = rng.integers(-40, 40, size=12)  # escapes included (|d| >= RADIUS)
+    centers = rng.integers(-3, 3, size=12)
+    rows = rng.integers(0, T.N_ROWS, size=12)
+    encoder = SymbolEncoder(inline_escapes=True)
+    for v, c, r in zip(values, centers, rows):  # inline escapes: decoded in the chunks coded
+        encoder.encode(np.array([v]), np.array([c]), np.array([r]))
+    data = encoder.finish()
+    one = SymbolDecoder(data, inline_escapes=True)
+    assert [one.decode_one(int(c), int(r)) for c, r in zip(centers, rows)] == values.tolist()
+    one.finish()
+    with pytest.raises(ValueError, match="rows must lie in"):
+        SymbolDecoder(data, inline_escapes=True).decode_one(0, T.N_ROWS)
+    with pytest.raises(ValueError, match="centres strictly between"):
+        SymbolDecoder(data, inline_escapes=True).decode_one(1 << 52, 0)
