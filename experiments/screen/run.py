@@ -102,6 +102,7 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "cc": (learned, _recipe("fast", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
                                 latent_lr=0.16, lr=1e-2)),
         # SOAP (coolchic.soap) instead of Adam in every phase, as Cool-chic 5.0 trains
+        "slow-soap": (learned, _recipe("slow", optimizer="soap")),
         "slow-synth-soap": (synth, _recipe("slow", optimizer="soap")),
         "synth-soap": (synth, _recipe("fast", optimizer="soap")),
         "slow-synth-cc": (replace(get_arch("synth"), upsampling=LEARNED),
