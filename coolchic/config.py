@@ -133,7 +133,8 @@ SMALL_ARCH = "lite-noconv"
 # 1.16 (0 of 4). With preset fast on 20 other whole images: 0.978 at 2e-2 (14 of 20),
 # 1.002 at 8e-3 (9 of 20; results/kodak-full-fast-synth/). The switch is on lambda, not on
 # lambda per pixel: on 256x256 crops at 4e-3 (a mid rate there too) synth lost, 1.017
-# (2 of 8; results/kodak-quick-recipe/).
+# (2 of 8; results/kodak-quick-recipe/). With learned taps at paper grade at 4e-3 (results/
+# screening/, rounds 4-5): 0.934 (kodim04), 0.928 (kodim07), 1.027 (kodim01), so still 2 of 4.
 SYNTH_FROM = 1e-2  # lambda from which `auto_arch` picks SYNTH_ARCH (below SMALL_FROM's load)
 SYNTH_ARCH = "synth"
 
