@@ -16,7 +16,8 @@ def stable_repr(value: object) -> str:
     """repr(value) with the Phase fields added after coolchic 0.5 left out where they hold
     their default, so that what identifies a recipe (a run's fingerprint, an encode's saved
     state) stays as it was for recipes that do not use them."""
-    return repr(value).replace(", optimizer='adam')", ")").replace(", noise='kumaraswamy')", ")")
+    return (repr(value).replace(", synthesis_gain=1.0)", ")").replace(", optimizer='adam')", ")")
+            .replace(", noise='kumaraswamy')", ")"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Preset:
     description: str
     warmup: Warmup = Warmup(1, 0)
     refine_trials: int = 0  # greedy integer-weight refinement: trials per module group
+    synthesis_gain: float = 1.0  # factor on the first synthesis layer's initial weights
 
     @property
     def warmup_iterations(self) -> int:

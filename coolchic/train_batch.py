@@ -247,6 +247,9 @@ def overfit_batch(
         raise ValueError(f"preset {preset.name!r} has a warm-up, which batched training does not run")
     if any(phase.optimizer != "adam" for phase in preset.phases):
         raise ValueError(f"preset {preset.name!r} trains with SOAP, which batched training does not run")
+    if preset.synthesis_gain != 1.0:
+        raise ValueError(f"preset {preset.name!r} scales the synthesis' initial weights, which batched "
+                         "training does not")
     if report_every < 1:
         raise ValueError(f"report_every must be >= 1, got {report_every}")
     _, c, h, w = images.shape

@@ -102,6 +102,9 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         "cc": (learned, _recipe("fast", gaussian=(0.25, 0.1), temperature=(0.3, 0.1),
                                 latent_lr=0.16, lr=1e-2)),
         # SOAP (coolchic.soap) instead of Adam in every phase, as Cool-chic 5.0 trains
+        # the first synthesis layer's initial weights times 0.1 or 0.3 (Preset.synthesis_gain)
+        "gain0.1": (learned, replace(get_preset("fast"), name="fast-gain0.1", synthesis_gain=0.1)),
+        "gain0.3": (learned, replace(get_preset("fast"), name="fast-gain0.3", synthesis_gain=0.3)),
         "slow-soap": (learned, _recipe("slow", optimizer="soap")),
         "slow-synth-soap": (synth, _recipe("slow", optimizer="soap")),
         "synth-soap": (synth, _recipe("fast", optimizer="soap")),
