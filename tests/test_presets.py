@@ -23,3 +23,27 @@ def test_a_renamed_preset_is_refused_with_its_new_name():
             get_preset(old)
     with pytest.raises(ValueError, match="fast, medium, slow"):
         get_preset("nope")
+
+
+def test_synthesis_gain_scales_the_first_synthesis_layer_at_the_start_only():
+    from dataclasses import replace
+
+    import torch
+
+    from coolchic.config import get_arch
+    from coolchic.presets import stable_repr
+    from coolchic.train import overfit
+    from coolchic.train_batch import overfit_batch
+
+    one_step = get_preset("fast").scaled_to(1)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    norms = {}
+    for gain in (1.0, 0.1):
+        model = overfit(image, get_arch("lite-noconv"), replace(one_step, synthesis_gain=gain), 1e-2, seed=4)
+        norms[gain] = float(model.synthesis.mlp[0].weight.detach().norm())
+    # one Adam step moves each of the 7 x 12 weights by at most its learning rate, 0.02
+    assert abs(norms[0.1] - 0.1 * norms[1.0]) < 0.02 * (7 * 12) ** 0.5
+    assert "synthesis_gain" not in stable_repr(get_preset("slow"))
+    with pytest.raises(ValueError, match="scales the synthesis' initial weights"):
+        overfit_batch(image, get_arch("lite-noconv"), replace(one_step, synthesis_gain=0.1), [1e-2],
+                      seeds=[0])
