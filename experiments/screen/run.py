@@ -105,6 +105,7 @@ def _variants() -> dict[str, tuple[DecoderConfig | str, str | Preset]]:
         # the first synthesis layer's initial weights times 0.1 or 0.3 (Preset.synthesis_gain)
         "gain0.1": (learned, replace(get_preset("fast"), name="fast-gain0.1", synthesis_gain=0.1)),
         "gain0.3": (learned, replace(get_preset("fast"), name="fast-gain0.3", synthesis_gain=0.3)),
+        "gain0.03": (learned, replace(get_preset("fast"), name="fast-gain0.03", synthesis_gain=0.03)),
         "slow-gain0.1": (learned, replace(get_preset("slow"), name="slow-gain0.1", synthesis_gain=0.1)),
         "slow-soap": (learned, _recipe("slow", optimizer="soap")),
         "slow-synth-soap": (synth, _recipe("slow", optimizer="soap")),
