@@ -195,7 +195,7 @@ def overfit(
     torch.manual_seed(seed)
     _, c, h, w = image.shape
     image = image.to(device)
-    model = _initialized(CoolChic(config, h, w, c), preset).to(device)
+    model = CoolChic(config, h, w, c, synthesis_gain=preset.synthesis_gain).to(device)
     kernels = training_kernels(compile, model, preset.iterations, device)
     saver, state = None, None
     if resume is not None:
@@ -216,15 +216,6 @@ def overfit(
             saver.save(run.snapshot(model, stage="done", phase=len(preset.phases), best_loss=0.0,
                                     best_state=None))
         return model
-
-
-def _initialized(model: CoolChic, preset: Preset) -> CoolChic:
-    """`model` with the preset's gain on its first synthesis layer's initial weights (a
-    smaller gain makes a latent's integer step move the image less at the start)."""
-    if preset.synthesis_gain != 1.0:
-        with torch.no_grad():
-            model.synthesis.mlp[0].weight.mul_(preset.synthesis_gain)
-    return model
 
 
 @dataclass
@@ -271,8 +262,8 @@ def _warm_up(model: CoolChic, run: _Run, preset: Preset, *, seed: int,
     for candidate in range(start, preset.warmup.candidates):
         if candidate:
             torch.manual_seed(seed + 7919 * candidate)  # a fresh initialization per candidate
-            model = _initialized(CoolChic(best.config, best.height, best.width, best.channels),
-                                 preset).to(run.image.device)
+            model = CoolChic(best.config, best.height, best.width, best.channels,
+                             synthesis_gain=preset.synthesis_gain).to(run.image.device)
         run.context = {"candidate": candidate, "warm_best_loss": best_loss,
                        "warm_best": None if best_loss == float("inf") else best.state_dict()}
         _train(model, run, (phase,), resume=resume if candidate == start else None, stage="warm-up")

@@ -247,13 +247,11 @@ def overfit_batch(
         raise ValueError(f"preset {preset.name!r} has a warm-up, which batched training does not run")
     if any(phase.optimizer != "adam" for phase in preset.phases):
         raise ValueError(f"preset {preset.name!r} trains with SOAP, which batched training does not run")
-    if preset.synthesis_gain != 1.0:
-        raise ValueError(f"preset {preset.name!r} scales the synthesis' initial weights, which batched "
-                         "training does not")
     if report_every < 1:
         raise ValueError(f"report_every must be >= 1, got {report_every}")
     _, c, h, w = images.shape
-    model = BatchedCoolChic.from_seeds(config, h, w, c, seeds).to(device)
+    model = BatchedCoolChic.from_seeds(config, h, w, c, seeds,
+                                       synthesis_gain=preset.synthesis_gain).to(device)
     trainer = BatchTrainer(model, images, lmbdas, seeds, graphs=graphs,
                            longest_phase=max(p.iterations for p in preset.phases))
     threads = torch.get_num_threads()

@@ -25,15 +25,15 @@ def test_a_renamed_preset_is_refused_with_its_new_name():
         get_preset("nope")
 
 
-def test_synthesis_gain_scales_the_first_synthesis_layer_at_the_start_only():
+def test_synthesis_gain_scales_the_first_synthesis_layer_at_the_start_in_either_training():
     from dataclasses import replace
 
     import torch
 
     from coolchic.config import get_arch
+    from coolchic.model.batched import BatchedCoolChic
     from coolchic.presets import stable_repr
     from coolchic.train import overfit
-    from coolchic.train_batch import overfit_batch
 
     one_step = get_preset("fast").scaled_to(1)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -44,6 +44,10 @@ def test_synthesis_gain_scales_the_first_synthesis_layer_at_the_start_only():
     # one Adam step moves each of the 7 x 12 weights by at most its learning rate, 0.02
     assert abs(norms[0.1] - 0.1 * norms[1.0]) < 0.02 * (7 * 12) ** 0.5
     assert "synthesis_gain" not in stable_repr(get_preset("slow"))
-    with pytest.raises(ValueError, match="scales the synthesis' initial weights"):
-        overfit_batch(image, get_arch("lite-noconv"), replace(one_step, synthesis_gain=0.1), [1e-2],
-                      seeds=[0])
+    # batched training starts from the models single training starts from
+    plain = BatchedCoolChic.from_seeds(get_arch("lite-noconv"), 16, 16, 3, [4])
+    scaled = BatchedCoolChic.from_seeds(get_arch("lite-noconv"), 16, 16, 3, [4], synthesis_gain=0.1)
+    first = "synthesis.mlp.0.weight"
+    assert torch.equal(scaled.weights()[first], 0.1 * plain.weights()[first])
+    others = [n for n, _ in plain.layout if n != first]
+    assert all(torch.equal(scaled.weights()[n], plain.weights()[n]) for n in others)

@@ -250,14 +250,14 @@ class BatchedCoolChic(nn.Module):
 
     @classmethod
     def from_seeds(cls, config: DecoderConfig, height: int, width: int, channels: int,
-                   seeds: Sequence[int]) -> BatchedCoolChic:
+                   seeds: Sequence[int], *, synthesis_gain: float = 1.0) -> BatchedCoolChic:
         """The initial models of `coolchic.train.overfit` (``torch.manual_seed(seed)``, then
         ``CoolChic``), one per seed; the global generator is left as it was."""
         models = []
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                models.append(CoolChic(config, height, width, channels))
+                models.append(CoolChic(config, height, width, channels, synthesis_gain=synthesis_gain))
         return cls(models)
 
     @property

@@ -60,7 +60,10 @@ class CoolChic(nn.Module):
     """One image's decoder: latents (ParameterList, finest first), ARM, synthesis, and the
     learned upsampling taps when the configuration has them."""
 
-    def __init__(self, config: DecoderConfig, height: int, width: int, channels: int):
+    def __init__(self, config: DecoderConfig, height: int, width: int, channels: int, *,
+                 synthesis_gain: float = 1.0):
+        """`synthesis_gain`: a factor on the first synthesis layer's initial weights (a
+        training recipe's, `coolchic.presets.Preset.synthesis_gain`)."""
         super().__init__()
         self.config = config
         self.height, self.width, self.channels = height, width, channels
@@ -68,6 +71,9 @@ class CoolChic(nn.Module):
         self.latents = nn.ParameterList(nn.Parameter(torch.zeros(1, 1, h, w)) for h, w in shapes)
         self.arm = Arm(config.arm)
         self.synthesis = Synthesis(config.synthesis, config.latents.n_grids, channels)
+        if synthesis_gain != 1.0:
+            with torch.no_grad():
+                self.synthesis.mlp[0].weight.mul_(synthesis_gain)
         learned = config.upsampling.learned and config.latents.n_grids > 1
         self.upsampling = LearnedTaps(config.latents.n_grids - 1) if learned else None
 
