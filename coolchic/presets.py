@@ -13,7 +13,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "soap")
 
 
 def stable_repr(value: object) -> str:
-    """repr(value) with the Phase fields added after coolchic 0.5 left out where they hold
+    """repr(value) with the Phase and Preset fields added after coolchic 0.5 left out where they hold
     their default, so that what identifies a recipe (a run's fingerprint, an encode's saved
     state) stays as it was for recipes that do not use them."""
     return (repr(value).replace(", synthesis_gain=1.0)", ")").replace(", optimizer='adam')", ")")
